@@ -1,0 +1,33 @@
+# The two commands (see README.md): `make quickstart` and `make test`.
+# Both create .venv when it is missing and install the exact pins first.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: quickstart test venv clean-venv bench-retrieval
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/masksearch quickstart
+
+# pytest exits 5 when it collects nothing: say so, and keep the failure.
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+bench-retrieval: $(STAMP)
+	$(BIN)/python benchmarks/retrieval.py
+
+clean-venv:
+	rm -rf $(VENV)

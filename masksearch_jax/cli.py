@@ -1,0 +1,136 @@
+"""The `masksearch` command: one entry point with sub-commands.
+
+Heavy libraries (jax, tensorflow, tantivy) are imported inside each sub-command
+so that `masksearch --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def _add_generate_world(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("generate-world", help="Generate the embedded fictional encyclopedia.")
+  p.add_argument("--out", required=True, help="Output directory (written atomically).")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--size", type=int, default=2000, help="Number of people; other kinds scale with it.")
+  p.add_argument("--num_passages", type=int, default=None,
+                 help="Pick the size that gives about this many passages (overrides --size).")
+  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--formats", default="",
+                 help="Extra real-format copies, comma separated: wiki18,wikiextractor,flashrag,hotpotqa,musique,2wiki.")
+  p.set_defaults(func=_run_generate_world)
+
+
+def _run_generate_world(args: argparse.Namespace) -> int:
+  from masksearch_jax.data import world_io
+  from masksearch_jax.data.world import WorldConfig
+  if args.num_passages:
+    config = WorldConfig.for_num_passages(args.num_passages, seed=args.seed)
+  else:
+    config = WorldConfig(seed=args.seed, size=args.size)
+  formats = [f for f in args.formats.split(",") if f]
+  world_io.generate_and_write(config, args.out, overwrite=args.overwrite, formats=formats)
+  return 0
+
+
+def _add_build_index(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("build-index", help="Build a Tantivy index from any supported corpus.")
+  p.add_argument("--corpus", required=True, help="Corpus file or directory (see README for formats).")
+  p.add_argument("--format", default="auto")
+  p.add_argument("--index", required=True, help="Index directory to create.")
+  p.add_argument("--overwrite", action="store_true", help="Rebuild when the index already exists.")
+  p.add_argument("--threads", type=int, default=0, help="Writer threads (0: Tantivy decides).")
+  p.add_argument("--skip_bad", action="store_true", help="Skip malformed records and report how many.")
+  p.set_defaults(func=_run_build_index)
+
+
+def _run_build_index(args: argparse.Namespace) -> int:
+  from masksearch_jax.data import corpus_readers
+  from masksearch_jax.retrieval import tantivy_index
+  stats = corpus_readers.ReadStats()
+  passages = corpus_readers.read_corpus(args.corpus, args.format, skip_bad=args.skip_bad, stats=stats)
+  tantivy_index.build_index(passages, args.index, overwrite=args.overwrite, num_threads=args.threads)
+  if stats.skipped:
+    print(f"skipped {stats.skipped} malformed records (first: {stats.first_error})", file=sys.stderr)
+  return 0
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("search", help="Search an index (in process, or a server with --url).")
+  p.add_argument("queries", nargs="+")
+  group = p.add_mutually_exclusive_group(required=True)
+  group.add_argument("--index", help="Index directory.")
+  group.add_argument("--url", help="Base URL of a `masksearch serve-index` server.")
+  p.add_argument("-k", "--top_k", type=int, default=5)
+  p.set_defaults(func=_run_search)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+  from masksearch_jax.retrieval import open_retriever
+  with open_retriever(index=args.index, url=args.url) as retriever:
+    for query, hits in zip(args.queries, retriever.batch_search(args.queries, args.top_k)):
+      print(f"query: {query}")
+      for rank, hit in enumerate(hits, 1):
+        print(f"  {rank}. [{hit.score:.2f}] {hit.title} ({hit.id}): {hit.text[:160]}")
+  return 0
+
+
+def _add_serve_index(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("serve-index", help="Serve an index over HTTP with Search-R1's /retrieve protocol.")
+  p.add_argument("--index", required=True)
+  p.add_argument("--port", type=int, default=8000)
+  p.add_argument("--host", default="127.0.0.1", help="Bind address (loopback unless told otherwise).")
+  p.add_argument("--max_queries", type=int, default=512, help="Most queries one request may carry.")
+  p.add_argument("--max_query_chars", type=int, default=10_000, help="Longest query accepted.")
+  p.add_argument("--max_topk", type=int, default=100, help="Largest topk accepted.")
+  p.set_defaults(func=_run_serve_index)
+
+
+def _run_serve_index(args: argparse.Namespace) -> int:
+  from masksearch_jax.retrieval import server
+  server.serve_forever(index_dir=args.index, host=args.host, port=args.port,
+                       limits=server.ServerLimits(max_queries=args.max_queries,
+                                                  max_query_chars=args.max_query_chars,
+                                                  max_topk=args.max_topk))
+  return 0
+
+
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("quickstart", help="Run the main job on the embedded world (gin/quickstart.gin).")
+  _add_gin_flags(p)
+  p.set_defaults(func=_run_quickstart)
+
+
+def _add_gin_flags(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--gin_file", action="append", default=[],
+                 help="Gin file; repeatable, later files override earlier ones.")
+  p.add_argument("--gin_bindings", action="append", default=[], help="A Gin binding; repeatable.")
+  p.add_argument("--gin_search_paths", default="", help="Comma-separated directories to find Gin files in.")
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
+  from masksearch_jax import gin_flags, quickstart
+  gin_flags.parse(gin_files=args.gin_file or ["quickstart.gin"], bindings=args.gin_bindings,
+                  search_paths=args.gin_search_paths)
+  quickstart.run()
+  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  from masksearch_jax import gin_flags
+  argv = list(sys.argv[1:] if argv is None else argv)
+  # T5X-style `--gin.NAME=VALUE` flags become bindings before argparse sees them.
+  argv = gin_flags.rewrite_macro_flags(argv)
+  parser = argparse.ArgumentParser(prog="masksearch", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  for add in (_add_quickstart, _add_generate_world, _add_build_index, _add_search, _add_serve_index):
+    add(sub)
+  args = parser.parse_args(argv)
+  return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
