@@ -12,6 +12,7 @@ The same seed and size always give the same world, byte for byte.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import random
 from typing import Iterator
@@ -53,7 +54,7 @@ class WorldConfig:
 
   Attributes:
     seed: Seed of every random choice.
-    size: Number of people; every other kind scales with it. About 2.6
+    size: Number of people; every other kind scales with it. About 1.9
       passages per person (see `for_num_passages`).
     dev_fraction: Share of entities held out as 'dev'.
     test_fraction: Share of entities held out as 'test'.
@@ -67,7 +68,7 @@ class WorldConfig:
   questions_per_person: float = 0.5
 
   # Measured on seeds 0-4: passages per person (see tests/data/test_world.py).
-  PASSAGES_PER_PERSON = 2.6
+  PASSAGES_PER_PERSON = 1.92
 
   @classmethod
   def for_num_passages(cls, num_passages: int, seed: int = 0, **kwargs) -> "WorldConfig":
@@ -118,6 +119,7 @@ class _Builder:
     self.by_kind: dict[str, list[Entity]] = {}
     self.facts: list[Fact] = []
     self.facts_by_subject: dict[str, dict[str, list[Fact]]] = {}
+    self.lifetimes: dict[str, tuple[int, int]] = {}
 
   # -- bookkeeping -----------------------------------------------------------
 
@@ -240,8 +242,13 @@ class _Builder:
       previous_couples = couples
 
   def lifetime(self, person: Entity) -> tuple[int, int]:
-    death = self.value(person, "date_of_death")
-    return self.value(person, "date_of_birth").year, (death.year if death else LAST_YEAR)
+    """Birth year, and death year (LAST_YEAR for the living)."""
+    span = self.lifetimes.get(person.id)
+    if span is None:
+      death = self.value(person, "date_of_death")
+      span = self.lifetimes[person.id] = (self.value(person, "date_of_birth").year,
+                                          death.year if death else LAST_YEAR)
+    return span
 
   def pick_creator(self, pool: list[Entity], earliest: int, start_age: int = 22, end_age: int = 70):
     """A person from `pool` and a year within their working life, no earlier than `earliest`."""
@@ -281,19 +288,25 @@ class _Builder:
         self.add_fact(org, "founded_by", founder.id)
         self.add_fact(org, "employees", Quantity(int(10 ** rng.uniform(1.3, 4.8))))
 
-  def orgs_of_type(self, org_type: str) -> list[Entity]:
-    return [o for o in self.by_kind["organisation"] if o.attrs["type"] == org_type]
+  def orgs_by_founding(self, *org_types: str) -> tuple[list[int], list[Entity]]:
+    """Organisations of `org_types` sorted by founding year, with the years (for `pick_org`)."""
+    orgs = sorted((o for o in self.by_kind["organisation"] if o.attrs["type"] in org_types),
+                  key=lambda o: self.value(o, "founded"))
+    return [self.value(o, "founded") for o in orgs], orgs
 
-  def pick_org(self, orgs: list[Entity], year: int) -> Entity:
-    """An organisation that already existed in `year` (the oldest one if none did)."""
-    existing = [o for o in orgs if self.value(o, "founded") <= year]
-    return self.rng.choice(existing) if existing else min(orgs, key=lambda o: self.value(o, "founded"))
+  def pick_org(self, by_founding: tuple[list[int], list[Entity]], year: int, fallback: bool = True) -> Entity | None:
+    """An organisation that already existed in `year` (the oldest one if none did and `fallback`)."""
+    years, orgs = by_founding
+    existing = bisect.bisect_right(years, year)
+    if existing:
+      return orgs[self.rng.randrange(existing)]
+    return orgs[0] if fallback else None
 
   def build_works(self) -> None:
     rng = self.rng
     counts = self.config.counts()
-    studios = self.orgs_of_type("film studio")
-    publishers = self.orgs_of_type("publishing house")
+    studios = self.orgs_by_founding("film studio")
+    publishers = self.orgs_by_founding("publishing house")
     directors = self.role_pool(max(2, counts["film"] * 2 // 5), 1900, "film director")
     for _ in range(counts["film"]):
       director, year = self.pick_creator(directors, 1900)
@@ -319,20 +332,20 @@ class _Builder:
   def build_careers(self) -> None:
     """Occupations for everyone else, and employers and schools for some."""
     rng = self.rng
-    employers = [o for o in self.by_kind["organisation"] if o.attrs["type"] in ("company", "university", "museum")]
-    universities = self.orgs_of_type("university")
+    employers = self.orgs_by_founding("company", "university", "museum")
+    universities = self.orgs_by_founding("university")
     for person in self.by_kind["person"]:
       occupation = person.attrs.pop("occupation", None) or rng.choice(OCCUPATIONS)
       self.add_fact(person, "occupation", occupation)
       born, _ = self.lifetime(person)
       if rng.random() < 0.3:
-        school = [u for u in universities if self.value(u, "founded") <= born + 18]
+        school = self.pick_org(universities, born + 18, fallback=False)
         if school:
-          self.add_fact(person, "educated_at", rng.choice(school).id)
+          self.add_fact(person, "educated_at", school.id)
       if rng.random() < 0.3:
-        work = [o for o in employers if self.value(o, "founded") <= born + 40]
+        work = self.pick_org(employers, born + 40, fallback=False)
         if work:
-          self.add_fact(person, "employer", rng.choice(work).id)
+          self.add_fact(person, "employer", work.id)
 
 
 def _demonym(country: str) -> str:

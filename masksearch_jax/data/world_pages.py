@@ -247,9 +247,14 @@ def _compile(template: str) -> tuple:
 _COMPILED = {kind: tuple(_compile(t) for t in variants) for kind, variants in TEMPLATES.items()}
 
 
+# Slots that only help the grammar ('son', 'two children', 'university'); a phrasing may leave them out.
+GRAMMAR_SLOTS = frozenset({"child", "count", "kind"})
+
+
 def template_slots(template: str) -> frozenset[str]:
-  """The slot names of one template."""
-  return frozenset(m.group(1) for m in _SLOT.finditer(template))
+  """The slots of one template that carry facts (the subject counts once, possessive or not)."""
+  slots = {m.group(1) for m in _SLOT.finditer(template)} - GRAMMAR_SLOTS
+  return frozenset("s" if name == "s_poss" else name for name in slots)
 
 
 def template_words() -> frozenset[str]:
