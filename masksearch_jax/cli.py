@@ -115,7 +115,8 @@ def _run_quickstart(args: argparse.Namespace) -> int:
   from masksearch_jax import gin_flags, quickstart
   gin_flags.parse(gin_files=args.gin_file or ["quickstart.gin"], bindings=args.gin_bindings,
                   search_paths=args.gin_search_paths)
-  quickstart.run()
+  import gin
+  gin.get_configurable(quickstart.run)()
   return 0
 
 

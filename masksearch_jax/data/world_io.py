@@ -121,6 +121,12 @@ def is_complete(world_dir: str | os.PathLike) -> bool:
   return (Path(world_dir) / MANIFEST).is_file()
 
 
+def load_config(world_dir: str | os.PathLike) -> WorldConfig:
+  """The config a complete world directory was generated from."""
+  manifest = json.loads((Path(world_dir) / MANIFEST).read_text(encoding="utf-8"))
+  return WorldConfig(**manifest["config"])
+
+
 def load_world(world_dir: str | os.PathLike) -> World:
   """Reads a world written by `write_world`."""
   path = Path(world_dir)
@@ -130,6 +136,9 @@ def load_world(world_dir: str | os.PathLike) -> World:
   if manifest.get("format_version") != FORMAT_VERSION:
     raise ValueError(f"{path / MANIFEST}: format_version {manifest.get('format_version')} is not "
                      f"{FORMAT_VERSION}; regenerate the world")
+  if manifest.get("generator_version") != GENERATOR_VERSION:
+    raise ValueError(f"{path / MANIFEST}: made by world generator version {manifest.get('generator_version')}, "
+                     f"this code is version {GENERATOR_VERSION}; regenerate the world")
   config = WorldConfig(**manifest["config"])
   entities = {e.id: e for e in map(Entity.from_json, _read_jsonl(path / "entities.jsonl"))}
   facts = [Fact.from_json(r) for r in _read_jsonl(path / "facts.jsonl")]
