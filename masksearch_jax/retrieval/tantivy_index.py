@@ -259,7 +259,7 @@ def _write_index(passages: Iterable[Passage], path: Path, threads: int, heap_siz
       if count % _PROGRESS_EVERY == 0:
         bar.update(_PROGRESS_EVERY)
     bar.update(count % _PROGRESS_EVERY)
-    bar.set_description("committing")
+    bar.set_description_str("committing")
     writer.commit()
     writer.wait_merging_threads()
   return count
