@@ -130,7 +130,25 @@ def main(argv: Sequence[str] | None = None) -> int:
   for add in (_add_quickstart, _add_generate_world, _add_build_index, _add_search, _add_serve_index):
     add(sub)
   args = parser.parse_args(argv)
-  return int(args.func(args) or 0)
+  try:
+    return int(args.func(args) or 0)
+  except Exception as e:  # pylint: disable=broad-except
+    if not isinstance(e, _user_errors()):
+      raise
+    # A mistake in the user's input or paths: one line, no traceback.
+    print(f"masksearch {args.command}: error: {e}", file=sys.stderr)
+    return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+  """Errors that describe bad input or paths, imported only once a command has failed."""
+  from masksearch_jax.data.passage import CorpusFormatError
+  errors: list[type[Exception]] = [CorpusFormatError, FileExistsError, FileNotFoundError]
+  if "masksearch_jax.retrieval.tantivy_index" in sys.modules:
+    errors.append(sys.modules["masksearch_jax.retrieval.tantivy_index"].IncompleteIndexError)
+  if "masksearch_jax.retrieval.client" in sys.modules:
+    errors.append(sys.modules["masksearch_jax.retrieval.client"].RetrievalError)
+  return tuple(errors)
 
 
 if __name__ == "__main__":
