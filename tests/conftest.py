@@ -1,11 +1,17 @@
-"""Fixtures shared by the whole suite: a tiny world, its files, and its index."""
+"""Fixtures shared by the whole suite.
+
+- a tiny generated world, its files and its index;
+- a small hand-made corpus with known matches, its index and retriever, and nasty queries.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 
+from masksearch_jax.data.passage import Passage
 from masksearch_jax.data.world import WorldConfig, generate_world
 
 TINY_WORLD_CONFIG = WorldConfig(seed=0, size=400)
@@ -43,3 +49,132 @@ def tiny_index(tiny_world, tmp_path_factory):
   index_dir = tmp_path_factory.mktemp("indexes") / "tiny"
   tantivy_index.build_index(tiny_world.iter_passages(), index_dir, progress=False)
   return index_dir
+
+
+# -- a hand-made corpus for retrieval tests ------------------------------------
+
+# Words the filler never uses, so tests know exactly which passages match.
+_FILLER = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
+           "labore et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris "
+           "nisi aliquip ex ea commodo consequat").split()
+
+SPECIAL = [
+    Passage("p-paris-1", "Paris", "Paris is the capital of France and sits on the river Seine."),
+    Passage("p-paris-2", "Paris", "The Louvre museum in Paris holds the Mona Lisa."),
+    Passage("p-seine", "Seine", "The Seine flows through Paris to the English Channel."),
+    Passage("p-foo", "Bar Baz", "foo appears here once."),
+    Passage("p-foo2", "Quux", "foo foo foo is said three times, foo."),
+    Passage("p-and", "Logic", "and or not are plain words here, not operators"),
+    Passage("p-title-only", "Zanzibar", "an island off the coast of east africa"),
+    Passage("p-text-zanzibar", "Spice trade", "cloves came from zanzibar and zanzibar and zanzibar"),
+    Passage("p-unicode", "Ελληνικά", "Καλημέρα κόσμε, 東京 is Tokyo and emoji 🎉 stay out."),
+    Passage("p-istanbul", "İstanbul", "İstanbul straddles the Bosphorus."),
+    Passage("p-underscore", "snake_case", "identifiers like snake_case split into two words"),
+]
+
+
+def make_passages(num_filler: int = 200, seed: int = 0) -> list[Passage]:
+  """The special passages plus `num_filler` passages of lorem-ipsum filler."""
+  rng = random.Random(seed)
+  filler = [
+      Passage(f"f-{i}", " ".join(rng.choices(_FILLER, k=2)).title(), " ".join(rng.choices(_FILLER, k=40)))
+      for i in range(num_filler)
+  ]
+  return SPECIAL + filler
+
+
+NASTY_QUERIES = [
+    "",
+    " ",
+    "\t\n\r ",
+    '"',
+    '""',
+    '"unbalanced quote',
+    "'single'",
+    ":",
+    "title:",
+    "title:paris",
+    "text:foo AND id:p-foo",
+    "nosuchfield:foo",
+    "(",
+    ")",
+    "(foo",
+    "foo)",
+    "((((paris",
+    "paris))))",
+    "[",
+    "]",
+    "[1 TO",
+    "[1 TO 5]",
+    "{a TO b}",
+    "title:[a TO z]",
+    "AND",
+    "OR",
+    "NOT",
+    "AND OR NOT",
+    "foo AND",
+    "OR foo",
+    "NOT paris",
+    "-paris",
+    "+paris",
+    "paris^2",
+    "^",
+    "paris~2",
+    "~",
+    "*",
+    "pa*",
+    "?",
+    "\\",
+    "\\\\",
+    "foo\\",
+    "/regex.*/",
+    "a && b || c",
+    "!paris",
+    "IN [paris seine]",
+    "title: IN [paris]",
+    "paris:seine:france",
+    "{}",
+    "<>",
+    "@#$%&",
+    "\x00",
+    "paris\x00seine",
+    "\x1b[31mred\x1b[0m",
+    "\u200b\u200d\ufeff",
+    "🎉🔥💯",
+    "東京",
+    "Καλημέρα",
+    "İstanbul",
+    "snake_case",
+    "ab\ud800cd",  # A lone surrogate, as json.loads makes from "\ud800".
+    "x" * 10_000,
+    "paris " * 2_000,
+    " ".join(f"w{i}" for i in range(10_000)),
+    "(" * 5_000 + "paris" + ")" * 3_000,
+    '"' * 10_000,
+]
+
+
+def pytest_generate_tests(metafunc):
+  # A test taking `nasty_query` runs once per entry of NASTY_QUERIES.
+  if "nasty_query" in metafunc.fixturenames:
+    metafunc.parametrize("nasty_query", NASTY_QUERIES, ids=[repr(q[:24]) for q in NASTY_QUERIES])
+
+
+@pytest.fixture(scope="session")
+def passages() -> list[Passage]:
+  return make_passages()
+
+
+@pytest.fixture(scope="session")
+def index_dir(tmp_path_factory, passages) -> str:
+  from masksearch_jax.retrieval.tantivy_index import build_index
+  path = tmp_path_factory.mktemp("retrieval") / "index"
+  build_index(passages, path, num_threads=1, progress=False)
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def retriever(index_dir):
+  from masksearch_jax.retrieval.tantivy_index import TantivyRetriever
+  with TantivyRetriever(index_dir, num_threads=2) as r:
+    yield r
