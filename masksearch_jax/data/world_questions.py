@@ -154,8 +154,10 @@ class _Asker:
     self.fs = facts_by_subject
     self.rng = rng
     self.by_kind: dict[str, list[Entity]] = {}
+    self.by_kind_split: dict[tuple[str, str], list[Entity]] = {}
     for e in entities.values():
       self.by_kind.setdefault(e.kind, []).append(e)
+      self.by_kind_split.setdefault((e.kind, e.split), []).append(e)
 
   def fact(self, entity: Entity, relation: str) -> Fact | None:
     facts = self.fs.get(entity.id, {}).get(relation)
@@ -252,11 +254,16 @@ class _Asker:
     return self.chain_question("inference", person, facts, f"Who is the {name} of {person.name}?")
 
   def pair(self, kind: str) -> tuple[Entity, Entity] | None:
+    """Two entities of `kind` from the same split (so held-out splits get their share of pairs)."""
     pool = self.by_kind.get(kind, [])
     if len(pool) < 2:
       return None
-    a, b = self.rng.sample(pool, 2)
-    return (a, b) if a.split == b.split else None
+    a = self.rng.choice(pool)
+    same_split = self.by_kind_split[(kind, a.split)]
+    if len(same_split) < 2:
+      return None
+    b = self.rng.choice(same_split)
+    return (a, b) if b is not a else None
 
   def compare(self, a: Entity, b: Entity, fa: Fact, fb: Fact, pick: str) -> list[str] | None:
     """The answer forms of a comparison between `a` and `b` by the values of `fa`, `fb`."""
