@@ -1,0 +1,1 @@
+"""The search agent: prompt protocol, rollouts, LLM backends, trajectory synthesis."""
