@@ -53,6 +53,7 @@ import shutil
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
+from masksearch_jax.agent import protocol
 from masksearch_jax.data.passage import CorpusFormatError
 from masksearch_jax.data.world import World
 from masksearch_jax.data.world_types import Question, WorldPassage
@@ -65,14 +66,8 @@ TWOWIKI_ALIASES = "id_aliases.json"
 FRESHQA_ANSWER_COLUMNS = tuple(f"answer_{i}" for i in range(10))
 # Search-R1's instruction (its `make_prefix`, template "base"), so the written parquet works with
 # Search-R1's training and evaluation scripts as they are.
-SEARCH_R1_PROMPT = (
-    "Answer the given question. You must conduct reasoning inside <think> and </think> first every "
-    "time you get new information. After reasoning, if you find you lack some knowledge, you can call "
-    "a search engine by <search> query </search> and it will return the top searched results between "
-    "<information> and </information>. You can search as many times as your want. If you find no "
-    "further external knowledge needed, you can directly provide the answer inside <answer> and "
-    "</answer>, without detailed illustrations. For example, <answer> Beijing </answer>. "
-    "Question: {question}\n")
+# Search-R1's "base" instruction; the agent protocol owns it.
+SEARCH_R1_PROMPT = protocol.QA_PROMPT
 
 # World question type -> HotpotQA type.
 _HOTPOT_TYPES = {"compositional": "bridge", "inference": "bridge", "comparison": "comparison",
