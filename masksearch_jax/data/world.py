@@ -22,7 +22,7 @@ from masksearch_jax.data.passage import Passage
 from masksearch_jax.data.world_types import Date, Entity, Fact, Question, Quantity, WorldPassage
 
 # Bump when a change to the generator changes the worlds it makes (invalidates caches).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 GENERATIONS = 6
 FIRST_BIRTH_YEAR = 1790

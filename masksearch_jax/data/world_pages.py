@@ -9,7 +9,7 @@ passage can be found by searching for another.
 
 Slots: `{s}` is the page's subject: its full name, or a pronoun ('She', 'The
 city') when it opens a sentence that is not the first of its passage; `{s_poss}`
-is its possessive. `{x:us}` writes a date as 'May 3, 1921' instead of
+is its possessive. `{x}` writes a date as 'May 3, 1921' instead of
 '3 May 1921'. A list slot joins names as 'A, B and C'.
 """
 
@@ -25,12 +25,12 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     # -- person ---------------------------------------------------------------
     "person_intro_dead": (
         "{s} ({dob} – {dod}) was a {dem} {occ} born in {pob}.",
-        "{s} was a {dem} {occ}, born on {dob:us} in {pob}, who died on {dod:us}.",
+        "{s} was a {dem} {occ}, born on {dob} in {pob}, who died on {dod}.",
         "{s}, a {dem} {occ}, was born in {pob} on {dob} and died on {dod}.",
     ),
     "person_intro_alive": (
         "{s} (born {dob}) is a {dem} {occ} from {pob}.",
-        "{s} is a {dem} {occ} who was born in {pob} on {dob:us}.",
+        "{s} is a {dem} {occ} who was born in {pob} on {dob}.",
         "{s}, a {dem} {occ}, was born on {dob} in {pob}.",
     ),
     "person_parents": (
@@ -60,7 +60,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
     "person_directed": (
         "{s} directed {film}, which was released on {date} and runs {dur}.",
-        "{film}, directed by {s}, premiered on {date:us} with a running time of {dur}.",
+        "{film}, directed by {s}, premiered on {date} with a running time of {dur}.",
         "{s} made the film {film}, released on {date} ({dur}).",
     ),
     "person_wrote": (
@@ -93,7 +93,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "{s} is the capital of {country}, a country of {kpop} people with an area of {karea} that became "
         "independent on {kdate}.",
         "{s} is the capital of {country}, which has {kpop} inhabitants, covers {karea} and gained "
-        "independence on {kdate:us}.",
+        "independence on {kdate}.",
         "As capital of {country}, {s} governs a country of {kpop} people and {karea}, independent since "
         "{kdate}.",
     ),
@@ -105,12 +105,12 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "city_born_dead": (
         "{p}, a {dem} {occ} ({dob} – {dod}), was born in {s}.",
         "The {dem} {occ} {p} was born in {s} on {dob} and died on {dod}.",
-        "{s} is the birthplace of {p} ({dob:us} – {dod:us}), a {dem} {occ}.",
+        "{s} is the birthplace of {p} ({dob} – {dod}), a {dem} {occ}.",
     ),
     "city_born_alive": (
         "{p}, a {dem} {occ} born on {dob}, is a native of {s}.",
         "The {dem} {occ} {p} was born in {s} on {dob}.",
-        "{s} is the birthplace of {p} (born {dob:us}), a {dem} {occ}.",
+        "{s} is the birthplace of {p} (born {dob}), a {dem} {occ}.",
     ),
     "city_org": (
         "{org}, founded in {year} by {founder}, is based in {s} and employs {emp} people.",
@@ -126,7 +126,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
     "country_independence": (
         "{s} became independent on {date}.",
-        "{s} gained its independence on {date:us}.",
+        "{s} gained its independence on {date}.",
         "Independence was declared in {s} on {date}.",
     ),
     "country_city": (
@@ -174,7 +174,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "film_intro": (
         "{s} is a film directed by {director} and produced by {studio}; it was released on {date} and "
         "runs {dur}.",
-        "Directed by {director}, {s} was released by {studio} on {date:us}, with a running time of {dur}.",
+        "Directed by {director}, {s} was released by {studio} on {date}, with a running time of {dur}.",
         "{s} ({dur}) is a film by {director}, produced by {studio} and first shown on {date}.",
     ),
     "book_intro": (
@@ -228,19 +228,20 @@ MAX_PASSAGE_WORDS = 80
 MAX_LIST_NAMES = 6
 _NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                  "twelve")
-_SLOT = re.compile(r"\{(\w+)(?::(\w+))?\}")
+_SLOT = re.compile(r"\{(\w+)\}")
 
 
 def _compile(template: str) -> tuple:
-  parts: list[Any] = []
+  """A template as (text, is_slot) parts."""
+  parts: list[tuple[str, bool]] = []
   pos = 0
   for match in _SLOT.finditer(template):
     if match.start() > pos:
-      parts.append(template[pos:match.start()])
-    parts.append((match.group(1), match.group(2) or ""))
+      parts.append((template[pos:match.start()], False))
+    parts.append((match.group(1), True))
     pos = match.end()
   if pos < len(template):
-    parts.append(template[pos:])
+    parts.append((template[pos:], False))
   return tuple(parts)
 
 
@@ -264,6 +265,12 @@ def template_words() -> frozenset[str]:
     for template in variants:
       words.update(w.lower() for w in re.findall(r"[A-Za-z]+", _SLOT.sub(" ", template)))
   return frozenset(words)
+
+
+def _date_text(date: Date) -> str:
+  """A date as '3 May 1921' or 'May 3, 1921': both forms occur in the world, but each date is
+  always written the same way, so a masked date can be found verbatim in another passage."""
+  return date.mdy() if (date.year * 31 + date.month * 12 + date.day) % 3 == 0 else date.dmy()
 
 
 class Term:
@@ -296,12 +303,12 @@ def _render(parts: tuple, slots: dict[str, Any], subject: Entity, pronouns: tupl
     out.append(text)
     pos += len(text)
 
-  for part in parts:
-    if part.__class__ is str:
+  for part, is_slot in parts:
+    if not is_slot:
       out.append(part)
       pos += len(part)
       continue
-    name, fmt = part
+    name = part
     if name == "s" or name == "s_poss":
       if pos == 0 and not opens_passage:
         emit(pronouns[0] if name == "s" else pronouns[1])
@@ -315,7 +322,7 @@ def _render(parts: tuple, slots: dict[str, Any], subject: Entity, pronouns: tupl
     if cls is Entity:
       emit(value.name, value.kind, value.id)
     elif cls is Date:
-      emit(value.mdy() if fmt == "us" else value.dmy(), "date")
+      emit(_date_text(value), "date")
     elif cls is int:
       emit(str(value), "year")
     elif cls is Quantity:
