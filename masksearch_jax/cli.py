@@ -98,6 +98,57 @@ def _run_serve_index(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_train_vocab(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("train-vocab", help="Train a SentencePiece vocabulary on a corpus or a generated world.")
+  p.add_argument("--out", required=True, help="Model file to write (atomically), e.g. vocab.model.")
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--corpus", help="Corpus file or directory (any format build-index reads).")
+  source.add_argument("--world_seed", type=int, help="Train on the embedded world of this seed (cached).")
+  p.add_argument("--format", default="auto", help="Corpus format (with --corpus).")
+  p.add_argument("--world_size", type=int, default=None, help="People in the world (with --world_seed; default 4000).")
+  p.add_argument("--vocab_size", type=int, default=4000, help="Most pieces; a small corpus supports fewer.")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--no_name_syllables", action="store_true",
+                 help="Do not force invented names to split into their syllables.")
+  p.add_argument("--max_sentences", type=int, default=1_000_000, help="Most texts trained on (sampled with --seed).")
+  p.add_argument("--threads", type=int, default=1, help="Trainer threads (the output bytes depend on it; default 1).")
+  p.add_argument("--overwrite", action="store_true", help="Replace an existing model file.")
+  p.set_defaults(func=_run_train_vocab, parser=p)
+
+
+def _run_train_vocab(args: argparse.Namespace) -> int:
+  import itertools
+  import os
+  import time
+  from masksearch_jax.data import vocabularies
+  if args.corpus is not None and args.world_size is not None:
+    args.parser.error("--world_size goes with --world_seed, not --corpus")
+  if os.path.exists(args.out) and not args.overwrite:
+    raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
+  if args.corpus is not None:
+    from masksearch_jax.data import corpus_readers
+    passages = corpus_readers.read_corpus(args.corpus, args.format)
+    texts = itertools.chain(vocabularies.prompt_texts(), vocabularies.passage_training_texts(passages))
+    source = args.corpus
+  else:
+    from masksearch_jax.data import world_io
+    from masksearch_jax.data.world import WorldConfig
+    config = WorldConfig(seed=args.world_seed, size=args.world_size or 4000)
+    world = world_io.load_world(world_io.cached_world_dir(config))
+    texts = vocabularies.world_training_texts(world)
+    source = f"world seed={config.seed} size={config.size}"
+  start = time.perf_counter()
+  path = vocabularies.train_sentencepiece(
+      texts, args.out, vocab_size=args.vocab_size, seed=args.seed, name_syllables=not args.no_name_syllables,
+      max_sentences=args.max_sentences, num_threads=args.threads, overwrite=args.overwrite)
+  seconds = time.perf_counter() - start
+  vocabulary = vocabularies.sentencepiece_vocabulary(path)
+  names = "" if args.no_name_syllables else "; every invented name encodes as its syllables"
+  print(f"vocabulary of {vocabulary.vocab_size:,} pieces (at most {args.vocab_size:,}) from {source}, "
+        f"trained in {seconds:.1f}s{names} -> {path}")
+  return 0
+
+
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser("quickstart", help="Run the main job on the embedded world (gin/quickstart.gin).")
   _add_gin_flags(p)
@@ -127,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = gin_flags.rewrite_macro_flags(argv)
   parser = argparse.ArgumentParser(prog="masksearch", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
-  for add in (_add_quickstart, _add_generate_world, _add_build_index, _add_search, _add_serve_index):
+  for add in (_add_quickstart, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
+              _add_train_vocab):
     add(sub)
   args = parser.parse_args(argv)
   try:
