@@ -6,11 +6,16 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 
 import pytest
+import seqio
+import sentencepiece as spm
+from fake_openai_server import FakeOpenAIServer
 
+from masksearch_jax.agent import protocol
 from masksearch_jax.data.passage import Passage
 from masksearch_jax.data.world import WorldConfig, generate_world
 
@@ -178,3 +183,62 @@ def retriever(index_dir):
   from masksearch_jax.retrieval.tantivy_index import TantivyRetriever
   with TantivyRetriever(index_dir, num_threads=2) as r:
     yield r
+
+
+# -- a scripted OpenAI-compatible server on loopback -----------------------------------
+
+
+@pytest.fixture
+def fake_openai():
+  """Starts `fake_openai_server.FakeOpenAIServer`s (arguments as its constructor's); closes them after the test."""
+  servers = []
+
+  def start(script=None, **kwargs):
+    server = FakeOpenAIServer(script, **kwargs)
+    servers.append(server)
+    return server
+
+  yield start
+  for server in servers:
+    server.close()
+
+# -- a small SentencePiece vocabulary ------------------------------------------------
+
+_WORDS = ("the capital of france is paris river seine flows through city born in year film "
+          "director museum book author search answer question who where when what which mountain "
+          "elevation tabudo muzu kelo rani was founded by").split()
+
+
+def _train_small_vocabulary(directory) -> seqio.SentencePieceVocabulary:
+  """A small SentencePiece vocabulary trained here (no download), seqio's id layout.
+
+  Identity normalisation keeps whitespace exactly, so decoding must give back the text; "\\n"
+  is a user-defined symbol since a line-based trainer never sees one. `add_dummy_prefix` is
+  left on, as in most real vocabularies: that is the word-boundary problem under test.
+  """
+  rng = random.Random(0)
+  printable = "".join(chr(c) for c in range(33, 127))
+  sentences = [" ".join(rng.choices(_WORDS, k=rng.randint(3, 14))) + rng.choice(".?,!") for _ in range(300)]
+  sentences += [protocol.qa_prompt("Where was the director of Kelo born?").strip(),
+                protocol.ramp_prompt("The [mask] of France is Paris.").strip(),
+                protocol.format_observation([("Paris", "Paris is the capital of France.")]).strip(),
+                printable, printable.upper()]
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(sentences), model_writer=model, vocab_size=300, model_type="unigram",
+      pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+      user_defined_symbols=list(protocol.PROTOCOL_SYMBOLS) + ["\n"],
+      normalization_rule_name="identity", remove_extra_whitespaces=False, hard_vocab_limit=False,
+      character_coverage=1.0, minloglevel=2)
+  path = os.path.join(directory, "test_vocab.model")
+  with open(path, "wb") as f:
+    f.write(model.getvalue())
+  return seqio.SentencePieceVocabulary(path)
+
+
+
+
+@pytest.fixture(scope="session")
+def vocab(tmp_path_factory) -> seqio.SentencePieceVocabulary:
+  """A 300-piece SentencePiece vocabulary with the protocol symbols, trained here (no download)."""
+  return _train_small_vocabulary(tmp_path_factory.mktemp("vocab"))

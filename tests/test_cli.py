@@ -24,7 +24,7 @@ def test_build_index_then_search(world_passages, tmp_path, capsys):
   first_title = world_passages.read_text().splitlines()[0].split('"title": "')[1].split('"')[0]
   assert cli.main(["search", "--index", str(index), "-k", "2", first_title]) == 0
   out = capsys.readouterr().out
-  assert f"query: {first_title}" in out and f"1. [" in out and first_title in out.split("\n")[1]
+  assert f"query: {first_title}" in out and "1. [" in out and first_title in out.split("\n")[1]
 
 
 def test_user_errors_are_one_line_with_exit_code_2(world_passages, tmp_path, capsys):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import os
 import random
 
 import jax
@@ -11,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import seqio
-import sentencepiece as spm
 import tensorflow as tf
 
 from masksearch_jax.agent import protocol
@@ -262,27 +259,6 @@ def test_packed_attention_equals_unpacked_attention():
 
 # ---------------------------------------------------------------------------------------------
 # From trajectories through a seqio Task.
-
-
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory):
-  """A small SentencePiece vocabulary with the protocol symbols (as in test_trajectories)."""
-  rng = random.Random(0)
-  words = "the capital of france is paris river seine flows city born search answer who where".split()
-  sentences = [" ".join(rng.choices(words, k=rng.randint(3, 12))) + "." for _ in range(300)]
-  sentences += [protocol.ramp_prompt("The [mask] of France is Paris.").strip(),
-                "".join(chr(c) for c in range(33, 127))]
-  model = io.BytesIO()
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(sentences), model_writer=model, vocab_size=300, model_type="unigram",
-      pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-      user_defined_symbols=list(protocol.PROTOCOL_SYMBOLS) + ["\n"],
-      normalization_rule_name="identity", remove_extra_whitespaces=False, hard_vocab_limit=False,
-      character_coverage=1.0, minloglevel=2)
-  path = os.path.join(tmp_path_factory.mktemp("vocab"), "v.model")
-  with open(path, "wb") as f:
-    f.write(model.getvalue())
-  return seqio.SentencePieceVocabulary(path)
 
 
 def _trajectories():

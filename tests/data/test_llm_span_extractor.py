@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import gin
 import pytest
 
+from fake_openai_server import Reply
 from masksearch_jax.agent.llm_backends import LLMBackend, OpenAICompatibleBackend
 from masksearch_jax.data import llm_span_extractor as lse
 from masksearch_jax.data.llm_span_extractor import LLMSpanExtractor, locate_spans, parse_entity_list
 from masksearch_jax.data.salient_spans import filter_candidates
 from masksearch_jax.data.spans import Span
-
-
-def _load_fake_server_module():
-  # FakeOpenAIServer lives in tests/agent/test_llm_backends.py until it moves to tests/conftest.py.
-  path = Path(__file__).resolve().parents[1] / "agent" / "test_llm_backends.py"
-  spec = importlib.util.spec_from_file_location("_fake_openai_server", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up there.
-  spec.loader.exec_module(module)
-  return module
-
-
-_fake = _load_fake_server_module()
-FakeOpenAIServer, Reply = _fake.FakeOpenAIServer, _fake.Reply
-
-
-@pytest.fixture
-def fake_openai():
-  servers = []
-
-  def start(script=None, **kwargs):
-    server = FakeOpenAIServer(script, **kwargs)
-    servers.append(server)
-    return server
-
-  yield start
-  for server in servers:
-    server.close()
 
 
 def _paragraph_of(prompt: str) -> str:

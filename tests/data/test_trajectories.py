@@ -2,59 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import os
-import random
 
 import numpy as np
 import pytest
 import seqio
-import sentencepiece as spm
 
 from masksearch_jax.agent import protocol
 from masksearch_jax.data import trajectories as tj
 from masksearch_jax.data.corpus_readers import ReadStats
 from masksearch_jax.data.passage import CorpusFormatError
 from masksearch_jax.data.trajectories import Segment, Trajectory, TrajectoryWriter
-
-_WORDS = ("the capital of france is paris river seine flows through city born in year film "
-          "director museum book author search answer question who where when what which mountain "
-          "elevation tabudo muzu kelo rani was founded by").split()
-
-
-def train_test_vocabulary(directory) -> seqio.SentencePieceVocabulary:
-  """A small SentencePiece vocabulary trained here (no download), seqio's id layout.
-
-  Identity normalisation keeps whitespace exactly, so decoding must give back the text; "\\n"
-  is a user-defined symbol since a line-based trainer never sees one. `add_dummy_prefix` is
-  left on, as in most real vocabularies: that is the word-boundary problem under test.
-  """
-  rng = random.Random(0)
-  printable = "".join(chr(c) for c in range(33, 127))
-  sentences = [" ".join(rng.choices(_WORDS, k=rng.randint(3, 14))) + rng.choice(".?,!") for _ in range(300)]
-  sentences += [protocol.qa_prompt("Where was the director of Kelo born?").strip(),
-                protocol.ramp_prompt("The [mask] of France is Paris.").strip(),
-                protocol.format_observation([("Paris", "Paris is the capital of France.")]).strip(),
-                printable, printable.upper()]
-  model = io.BytesIO()
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(sentences), model_writer=model, vocab_size=300, model_type="unigram",
-      pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-      user_defined_symbols=list(protocol.PROTOCOL_SYMBOLS) + ["\n"],
-      normalization_rule_name="identity", remove_extra_whitespaces=False, hard_vocab_limit=False,
-      character_coverage=1.0, minloglevel=2)
-  path = os.path.join(directory, "test_vocab.model")
-  with open(path, "wb") as f:
-    f.write(model.getvalue())
-  return seqio.SentencePieceVocabulary(path)
-
-
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory):
-  return train_test_vocabulary(tmp_path_factory.mktemp("vocab"))
-
 
 def _trajectory(i: int = 0, **overrides) -> Trajectory:
   fields = dict(
