@@ -242,3 +242,35 @@ def _train_small_vocabulary(directory) -> seqio.SentencePieceVocabulary:
 def vocab(tmp_path_factory) -> seqio.SentencePieceVocabulary:
   """A 300-piece SentencePiece vocabulary with the protocol symbols, trained here (no download)."""
   return _train_small_vocabulary(tmp_path_factory.mktemp("vocab"))
+
+
+# -- SeqIO tasks on the tiny world ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_world_vocabulary():
+  """The default vocabulary (`vocabularies.world_vocabulary`) trained on the tiny world."""
+  from masksearch_jax.data import vocabularies
+  return vocabularies.world_vocabulary(world=TINY_WORLD_CONFIG)
+
+
+@pytest.fixture
+def tiny_tasks(tiny_world_vocabulary):
+  """Registers the tasks and points them (by Gin) at the tiny world and its vocabulary."""
+  import gin
+
+  import tasks  # noqa: F401  pylint: disable=unused-import
+  from masksearch_jax.data import seqio_tasks
+
+  def configure(*bindings: str):
+    gin.clear_config()
+    seqio_tasks.VOCABULARY.reset()
+    gin.bind_parameter("masksearch_jax.data.ramp_source.RampCorpus.world", TINY_WORLD_CONFIG)
+    gin.bind_parameter("masksearch_jax.data.seqio_tasks.QAFiles.world", TINY_WORLD_CONFIG)
+    gin.bind_parameter("masksearch_jax.data.seqio_tasks.default_vocabulary.vocabulary", tiny_world_vocabulary)
+    gin.parse_config(list(bindings))
+
+  configure()
+  yield configure
+  gin.clear_config()
+  seqio_tasks.VOCABULARY.reset()

@@ -1,0 +1,235 @@
+"""RAMP examples as a SeqIO data source: corpus paragraphs with salient spans masked.
+
+`RampDataSource(num_masks)` reads a corpus (the embedded world by default),
+finds candidate spans (rule-based extractor, the world's own mentions, or an
+LLM), applies MaskSearch's filters and sampler (`masking`), and yields one
+example per usable paragraph:
+
+  inputs            the agent's RAMP prompt around the masked paragraph
+  targets           the original paragraph (MaskSearch's "answer")
+  masked_paragraph  the paragraph with "[mask]" in place of each chosen span
+  masks             the masked span texts, in order
+  mask_num, passage_id, title
+
+Every choice is seeded by (seed, passage id, mask count), so an example does not
+depend on the order, shard or epoch in which it is produced. Sharding is by
+passage (`shard_info`), so hosts never see each other's paragraphs.
+
+The corpus and the masking are read from Gin when a dataset is built, not when
+tasks are registered, so `RampCorpus.path = '...'` in a Gin file changes the data
+of every registered RAMP task without code edits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import gin
+import seqio
+import tensorflow as tf
+
+from masksearch_jax.agent import protocol
+from masksearch_jax.data import masking, world_io
+from masksearch_jax.data.spans import Span
+from masksearch_jax.data.world import WorldConfig
+from masksearch_jax.data.world_types import ENTITY_KINDS
+
+SPLITS = ("train", "validation", "test")
+# The world's entity splits, by SeqIO split name.
+_WORLD_SPLITS = {"train": "train", "validation": "dev", "test": "test"}
+# World mention kind -> span kind (occupations are common nouns, not salient spans).
+_MENTION_KINDS = {**{k: "name" for k in ENTITY_KINDS}, "demonym": "name", "date": "date", "year": "year",
+                  "quantity": "number"}
+
+
+# Gin-configurable because registered tasks read it lazily, when a dataset is built.
+@gin.configurable(module="masksearch_jax.data.ramp_source")
+@dataclasses.dataclass(frozen=True)
+class RampCorpus:
+  """Where RAMP paragraphs come from.
+
+  Attributes:
+    path: A corpus file or directory in any format `corpus_readers` reads; None
+      uses the embedded world given by `world` (generated into the cache on
+      first use).
+    format: The corpus format of `path` ('auto' detects it).
+    world: The embedded world used when `path` is None.
+    heldout_fraction: For a corpus without splits: the share of pages (by a
+      hash of the title) in 'validation', and the same share in 'test'.
+    min_words: Paragraphs shorter than this are skipped.
+  """
+
+  path: str | None = None
+  format: str = "auto"
+  world: WorldConfig = WorldConfig(seed=0, size=4000)
+  heldout_fraction: float = 0.02
+  min_words: int = 12
+
+
+@gin.configurable(module="masksearch_jax.data.ramp_source")
+@dataclasses.dataclass(frozen=True)
+class RampMasking:
+  """How spans are found and chosen.
+
+  Attributes:
+    spans: 'rules' (the rule-based extractor with a gazetteer of the corpus's
+      titles), 'world' (the embedded world's own mentions; world corpus only),
+      or 'llm' (an LLM extractor; set `llm_extractor`).
+    strategy: 'random' (MaskSearch's weighted sampler) or 'perplexity' (mask
+      the spans a model finds hardest; set `scorer`).
+    scorer: A `masking.SpanScorer` for the 'perplexity' strategy.
+    llm_extractor: An `LLMSpanExtractor` for `spans='llm'`.
+    seed: Seed of every masking choice (combined with the passage id).
+  """
+
+  spans: str = "rules"
+  strategy: str = "random"
+  scorer: Any = None
+  llm_extractor: Any = None
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Paragraph:
+  id: str
+  title: str
+  text: str
+  split: str
+  mentions: tuple = ()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_paragraphs(corpus: RampCorpus) -> tuple[_Paragraph, ...]:
+  """All paragraphs of `corpus` with their split (cached per process)."""
+  if corpus.path is None:
+    world_dir = world_io.cached_world_dir(corpus.world)
+    paragraphs = []
+    with open(Path(world_dir) / "passages.jsonl", encoding="utf-8") as f:
+      for line in f:
+        r = json.loads(line)
+        split = {v: k for k, v in _WORLD_SPLITS.items()}[r["split"]]
+        paragraphs.append(_Paragraph(r["id"], r["title"], r["text"], split, tuple(map(tuple, r["mentions"]))))
+    return tuple(p for p in paragraphs if len(p.text.split()) >= corpus.min_words)
+  from masksearch_jax.data import corpus_readers
+  paragraphs = [_Paragraph(p.id, p.title, p.text, _hash_split(p.title, corpus.heldout_fraction))
+                for p in corpus_readers.read_corpus(corpus.path, corpus.format)
+                if len(p.text.split()) >= corpus.min_words]
+  if not paragraphs:
+    raise ValueError(f"RAMP corpus {corpus.path} has no paragraph of {corpus.min_words} or more words")
+  return tuple(paragraphs)
+
+
+def _hash_split(title: str, fraction: float) -> str:
+  u = int.from_bytes(hashlib.md5(title.encode("utf-8")).digest()[:8], "big") / 2**64
+  return "validation" if u < fraction else "test" if u < 2 * fraction else "train"
+
+
+@functools.lru_cache(maxsize=4)
+def _rule_extractor(corpus: RampCorpus):
+  from masksearch_jax.data import salient_spans
+  titles = {p.title for p in _load_paragraphs(corpus)}
+  return salient_spans.RuleBasedExtractor(salient_spans.Gazetteer.from_titles(sorted(titles)))
+
+
+def _world_candidates(paragraph: _Paragraph) -> list[Span]:
+  spans = [Span(start, end, paragraph.text[start:end], _MENTION_KINDS[kind])
+           for start, end, kind, _ in paragraph.mentions if kind in _MENTION_KINDS]
+  return sorted(set(spans))
+
+
+class RampDataSource(seqio.DataSource):
+  """RAMP examples with `num_masks` masks each (None: MaskSearch's own mask-count rule)."""
+
+  def __init__(self, num_masks: int | None):
+    if num_masks is not None and not 1 <= num_masks <= 8:
+      raise ValueError(f"num_masks must be in 1..8 or None, got {num_masks}")
+    self.num_masks = num_masks
+    super().__init__(splits=SPLITS, num_input_examples=None, caching_permitted=False)
+
+  @property
+  def supports_arbitrary_sharding(self) -> bool:
+    return True
+
+  def list_shards(self, split: str) -> Sequence[str]:
+    return [split]
+
+  @property
+  def output_signature(self) -> dict[str, tf.TensorSpec]:
+    return {
+        "inputs": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([], tf.string),
+        "masked_paragraph": tf.TensorSpec([], tf.string), "masks": tf.TensorSpec([None], tf.string),
+        "mask_num": tf.TensorSpec([], tf.int32), "passage_id": tf.TensorSpec([], tf.string),
+        "title": tf.TensorSpec([], tf.string),
+    }
+
+  def examples(self, split: str, *, shuffle: bool = False, seed: int | None = None,
+               shard_info: seqio.ShardInfo | None = None) -> Iterator[dict[str, Any]]:
+    """The examples of `split` as Python dicts (what the dataset is made of).
+
+    The corpus and settings are read and checked before the first example, so a
+    bad setting fails here rather than from inside tf.data.
+    """
+    if split not in SPLITS:
+      raise ValueError(f"RAMP split must be one of {SPLITS}, got {split!r}")
+    corpus, settings = RampCorpus(), RampMasking()
+    if settings.spans == "world" and corpus.path is not None:
+      raise ValueError("RampMasking.spans = 'world' needs the embedded world (RampCorpus.path = None)")
+    paragraphs = [p for p in _load_paragraphs(corpus) if p.split == split]
+    order = list(range(len(paragraphs)))
+    if shuffle:
+      random.Random(f"ramp-order/{seed}/{split}").shuffle(order)
+    if shard_info is not None and shard_info.num_shards > 1:
+      order = order[shard_info.index::shard_info.num_shards]
+    candidates_of = self._candidate_finder(corpus, settings)
+    return self._generate(paragraphs, order, candidates_of, settings)
+
+  def _generate(self, paragraphs, order, candidates_of, settings) -> Iterator[dict[str, Any]]:
+    for i in order:
+      paragraph = paragraphs[i]
+      example = self._make(paragraph, candidates_of(paragraph), settings)
+      if example is not None:
+        yield example
+
+  def _candidate_finder(self, corpus: RampCorpus, settings: RampMasking):
+    from masksearch_jax.data import salient_spans
+    if settings.spans == "world":
+      find = _world_candidates
+    elif settings.spans == "rules":
+      extractor = _rule_extractor(corpus)
+      find = lambda p: extractor.extract(p.text)  # noqa: E731
+    elif settings.spans == "llm":
+      if settings.llm_extractor is None:
+        raise ValueError("RampMasking.spans = 'llm' needs RampMasking.llm_extractor")
+      find = lambda p: settings.llm_extractor.extract(p.text, title=p.title) or []  # noqa: E731
+    else:
+      raise ValueError(f"RampMasking.spans must be 'rules', 'world' or 'llm', got {settings.spans!r}")
+    return lambda p: salient_spans.filter_candidates(find(p), p.text, p.title)
+
+  def _make(self, paragraph: _Paragraph, candidates: list[Span], settings: RampMasking) -> dict | None:
+    rng = random.Random(f"ramp-mask/{settings.seed}/{paragraph.id}/{self.num_masks}")
+    chosen = masking.select_masks(paragraph.text, candidates, rng, num_masks=self.num_masks,
+                                  strategy=settings.strategy, scorer=settings.scorer)
+    if not chosen:
+      return None
+    masked = masking.mask_paragraph(paragraph.text, chosen)
+    return {
+        "inputs": protocol.ramp_prompt(masked), "targets": paragraph.text, "masked_paragraph": masked,
+        "masks": [s.text for s in sorted(chosen)], "mask_num": len(chosen), "passage_id": paragraph.id,
+        "title": paragraph.title,
+    }
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                  shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,
+                  num_epochs: int | None = 1) -> tf.data.Dataset:
+    generator = functools.partial(self.examples, split, shuffle=shuffle, seed=seed, shard_info=shard_info)
+    generator()  # Reads and checks the corpus and settings now, not from inside tf.data.
+    return tf.data.Dataset.from_generator(generator, output_signature=self.output_signature)
+
+  def num_input_examples(self, split: str) -> int | None:
+    return None
