@@ -5,7 +5,9 @@ finds candidate spans (rule-based extractor, the world's own mentions, or an
 LLM), applies MaskSearch's filters and sampler (`masking`), and yields one
 example per usable paragraph:
 
-  inputs            the agent's RAMP prompt around the masked paragraph
+  inputs            MaskSearch's "query": the masked paragraph, a blank line, and
+                    its fill-in instruction (the agent's own prompt, with the
+                    search protocol, is built from `masked_paragraph` by rollouts)
   targets           the original paragraph (MaskSearch's "answer")
   masked_paragraph  the paragraph with "[mask]" in place of each chosen span
   masks             the masked span texts, in order
@@ -25,8 +27,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import random
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -44,6 +48,8 @@ SPLITS = ("train", "validation", "test")
 # The world's entity splits, by SeqIO split name.
 _WORLD_SPLITS = {"train": "train", "validation": "dev", "test": "test"}
 # World mention kind -> span kind (occupations are common nouns, not salient spans).
+# Examples handed from Python to tf.data at a time.
+_GENERATOR_BATCH = 64
 _MENTION_KINDS = {**{k: "name" for k in ENTITY_KINDS}, "demonym": "name", "date": "date", "year": "year",
                   "quantity": "number"}
 
@@ -143,13 +149,31 @@ def _world_candidates(paragraph: _Paragraph) -> list[Span]:
   return sorted(set(spans))
 
 
-class RampDataSource(seqio.DataSource):
-  """RAMP examples with `num_masks` masks each (None: MaskSearch's own mask-count rule)."""
+# Paragraphs whose candidate spans are kept per process (about 1 kB each).
+_CANDIDATE_CACHE_SIZE = 200_000
+_CACHE_LOCK = threading.Lock()
 
-  def __init__(self, num_masks: int | None):
+
+@functools.lru_cache(maxsize=8)
+def _candidate_cache(corpus: RampCorpus, spans: str, llm_extractor: Any) -> dict[str, list[Span]]:
+  """Candidate spans by paragraph id, for one corpus and span source (oldest dropped first)."""
+  del corpus, spans, llm_extractor  # The cache key.
+  return {}
+
+
+class RampDataSource(seqio.DataSource):
+  """RAMP examples with `num_masks` masks each (None: MaskSearch's own mask-count rule).
+
+  With a `vocabulary`, `inputs` and `targets` come tokenized (a batch of
+  examples at a time, much faster than one by one), and the text is kept in
+  `inputs_pretokenized` and `targets_pretokenized`, as seqio's `tokenize` does.
+  """
+
+  def __init__(self, num_masks: int | None, vocabulary: seqio.Vocabulary | None = None):
     if num_masks is not None and not 1 <= num_masks <= 8:
       raise ValueError(f"num_masks must be in 1..8 or None, got {num_masks}")
     self.num_masks = num_masks
+    self.vocabulary = vocabulary
     super().__init__(splits=SPLITS, num_input_examples=None, caching_permitted=False)
 
   @property
@@ -161,6 +185,7 @@ class RampDataSource(seqio.DataSource):
 
   @property
   def output_signature(self) -> dict[str, tf.TensorSpec]:
+    """The signature of one example."""
     return {
         "inputs": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([], tf.string),
         "masked_paragraph": tf.TensorSpec([], tf.string), "masks": tf.TensorSpec([None], tf.string),
@@ -168,12 +193,18 @@ class RampDataSource(seqio.DataSource):
         "title": tf.TensorSpec([], tf.string),
     }
 
+  def _batched_signature(self) -> dict[str, tf.TypeSpec]:
+    signature: dict[str, tf.TypeSpec] = {k: tf.TensorSpec([None], v.dtype) for k, v in self.output_signature.items()}
+    signature["masks"] = tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1, row_splits_dtype=tf.int64)
+    return signature
+
   def examples(self, split: str, *, shuffle: bool = False, seed: int | None = None,
-               shard_info: seqio.ShardInfo | None = None) -> Iterator[dict[str, Any]]:
+               shard_info: seqio.ShardInfo | None = None, epoch: int = 0) -> Iterator[dict[str, Any]]:
     """The examples of `split` as Python dicts (what the dataset is made of).
 
     The corpus and settings are read and checked before the first example, so a
-    bad setting fails here rather than from inside tf.data.
+    bad setting fails here rather than from inside tf.data. With `shuffle`, each
+    epoch has its own order; an example's masks do not depend on the epoch.
     """
     if split not in SPLITS:
       raise ValueError(f"RAMP split must be one of {SPLITS}, got {split!r}")
@@ -183,7 +214,9 @@ class RampDataSource(seqio.DataSource):
     paragraphs = [p for p in _load_paragraphs(corpus) if p.split == split]
     order = list(range(len(paragraphs)))
     if shuffle:
-      random.Random(f"ramp-order/{seed}/{split}").shuffle(order)
+      # Each mask count has its own order, so a mixture's tasks do not serve the same
+      # paragraph at the same time.
+      random.Random(f"ramp-order/{seed}/{split}/{self.num_masks}/{epoch}").shuffle(order)
     if shard_info is not None and shard_info.num_shards > 1:
       order = order[shard_info.index::shard_info.num_shards]
     candidates_of = self._candidate_finder(corpus, settings)
@@ -209,7 +242,20 @@ class RampDataSource(seqio.DataSource):
       find = lambda p: settings.llm_extractor.extract(p.text, title=p.title) or []  # noqa: E731
     else:
       raise ValueError(f"RampMasking.spans must be 'rules', 'world' or 'llm', got {settings.spans!r}")
-    return lambda p: salient_spans.filter_candidates(find(p), p.text, p.title)
+    # The candidates of a paragraph do not depend on the mask count: the tasks of a
+    # mixture (and later epochs) share them.
+    cache = _candidate_cache(corpus, settings.spans, settings.llm_extractor)
+
+    def candidates_of(p: _Paragraph) -> list[Span]:
+      found = cache.get(p.id)
+      if found is None:
+        found = salient_spans.filter_candidates(find(p), p.text, p.title)
+        with _CACHE_LOCK:  # The tasks of a mixture run their generators in several threads.
+          cache[p.id] = found
+          if len(cache) > _CANDIDATE_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+      return found
+    return candidates_of
 
   def _make(self, paragraph: _Paragraph, candidates: list[Span], settings: RampMasking) -> dict | None:
     rng = random.Random(f"ramp-mask/{settings.seed}/{paragraph.id}/{self.num_masks}")
@@ -219,7 +265,8 @@ class RampDataSource(seqio.DataSource):
       return None
     masked = masking.mask_paragraph(paragraph.text, chosen)
     return {
-        "inputs": protocol.ramp_prompt(masked), "targets": paragraph.text, "masked_paragraph": masked,
+        "inputs": masked + masking.QUERY_SEPARATOR + protocol.RAMP_INSTRUCTION, "targets": paragraph.text,
+        "masked_paragraph": masked,
         "masks": [s.text for s in sorted(chosen)], "mask_num": len(chosen), "passage_id": paragraph.id,
         "title": paragraph.title,
     }
@@ -227,9 +274,29 @@ class RampDataSource(seqio.DataSource):
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
                   shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,
                   num_epochs: int | None = 1) -> tf.data.Dataset:
-    generator = functools.partial(self.examples, split, shuffle=shuffle, seed=seed, shard_info=shard_info)
-    generator()  # Reads and checks the corpus and settings now, not from inside tf.data.
-    return tf.data.Dataset.from_generator(generator, output_signature=self.output_signature)
+    self.examples(split, shuffle=shuffle, seed=seed, shard_info=shard_info)  # Checks settings now.
+
+    epochs = itertools.count()  # tf.data calls `batches` again for each epoch, in order.
+
+    def batches():
+      # Handing tf.data a batch at a time costs far less per example than one at a time.
+      examples = self.examples(split, shuffle=shuffle, seed=seed, shard_info=shard_info, epoch=next(epochs))
+      while chunk := list(itertools.islice(examples, _GENERATOR_BATCH)):
+        batch = {k: [ex[k] for ex in chunk] for k in chunk[0] if k != "masks"}
+        batch["masks"] = tf.ragged.constant([ex["masks"] for ex in chunk], dtype=tf.string)
+        yield batch
+
+    ds = tf.data.Dataset.from_generator(batches, output_signature=self._batched_signature())
+    if self.vocabulary is not None:
+      ds = ds.map(self._tokenize)
+    return ds.unbatch()
+
+  def _tokenize(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    tokenized = dict(batch)
+    for name in ("inputs", "targets"):
+      tokenized[f"{name}_pretokenized"] = batch[name]
+      tokenized[name] = tf.cast(self.vocabulary.encode_tf(batch[name]), tf.int32)
+    return tokenized
 
   def num_input_examples(self, split: str) -> int | None:
     return None

@@ -137,11 +137,11 @@ _TEXT_PREPROCESSORS = (seqio.preprocessors.tokenize, seqio.preprocessors.append_
 
 
 def _add_task(name: str, source: seqio.DataSource, metadata: str, preprocessors=_TEXT_PREPROCESSORS,
-              targets_eos: bool = True) -> seqio.Task:
+              targets_eos: bool = True, shuffle_buffer_size: int = 2048) -> seqio.Task:
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   task = seqio.Task(name, source=source, output_features=output_features(targets_eos),
-                    preprocessors=list(preprocessors), shuffle_buffer_size=2048)
+                    preprocessors=list(preprocessors), shuffle_buffer_size=shuffle_buffer_size)
   task.__doc__ = metadata
   return seqio.TaskRegistry.add_provider(name, task)
 
@@ -177,9 +177,14 @@ def _rate_of(mixture: str, task: seqio.Task) -> float:
 def register_ramp_tasks() -> None:
   """ramp_mask1..4 (exactly k masks), ramp_mixed (MaskSearch's mask-count rule), and mixtures
   ramp_curriculum_stage1..4 (tasks with at most k masks) and ramp_mixed_1to4 (all four)."""
+  # The source tokenizes (in batches) and shuffles every epoch in full; the task only appends
+  # EOS and weights, and a small buffer keeps epochs from blurring into each other.
+  preprocessors = (seqio.preprocessors.append_eos_after_trim, add_unit_loss_weights)
   for k in RAMP_MASK_COUNTS:
-    _add_task(f"ramp_mask{k}", RampDataSource(k), f"RAMP paragraphs with exactly {k} masked span(s).")
-  _add_task("ramp_mixed", RampDataSource(None), "RAMP paragraphs with MaskSearch's own mask-count rule.")
+    _add_task(f"ramp_mask{k}", RampDataSource(k, VOCABULARY), f"RAMP paragraphs with exactly {k} masked span(s).",
+              preprocessors, shuffle_buffer_size=64)
+  _add_task("ramp_mixed", RampDataSource(None, VOCABULARY), "RAMP paragraphs with MaskSearch's own mask-count rule.",
+            preprocessors, shuffle_buffer_size=64)
   for k in RAMP_MASK_COUNTS:
     _add_mixture(f"ramp_curriculum_stage{k}", [f"ramp_mask{j}" for j in RAMP_MASK_COUNTS if j <= k])
   _add_mixture("ramp_mixed_1to4", [f"ramp_mask{j}" for j in RAMP_MASK_COUNTS])

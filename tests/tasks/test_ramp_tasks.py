@@ -32,7 +32,9 @@ def test_ramp_task_masks_exactly_k_spans(tiny_tasks, tiny_world_vocabulary, k):
     masks = [m.decode() for m in ex["masks"]]
     assert ex["mask_num"] == k == len(masks) == masked.count(protocol.MASK)
     assert masking.fill_masks(masked, masks) == target
-    assert ex["inputs_pretokenized"].decode() == protocol.ramp_prompt(masked)
+    # The input is MaskSearch's query: the masked paragraph, a blank line, the instruction.
+    assert masking.split_query(ex["inputs_pretokenized"].decode()) == (masked, protocol.RAMP_INSTRUCTION)
+    assert tiny_world_vocabulary.decode(ex["inputs"].tolist()) == ex["inputs_pretokenized"].decode()
     assert tiny_world_vocabulary.decode(ex["targets"].tolist()) == target  # EOS ends the targets.
     assert ex["targets"][-1] == tiny_world_vocabulary.eos_id
     assert ex["targets_loss_weights"].tolist() == [1] * len(ex["targets"])
@@ -59,7 +61,7 @@ def test_masked_spans_appear_in_another_passage(tiny_tasks, tiny_world):
 def _mask_counts(mixture, n=80, **kwargs):
   provider = seqio.get_mixture_or_task(mixture)
   ds = provider.get_dataset(LENGTHS, split="train", shuffle=True, seed=5, copy_pretokenized=True, **kwargs)
-  return collections.Counter(ex["inputs_pretokenized"].decode().split("Paragraph: ", 1)[1].count(protocol.MASK)
+  return collections.Counter(masking.split_query(ex["inputs_pretokenized"].decode())[0].count(protocol.MASK)
                              for ex in ds.take(n).as_numpy_iterator())
 
 
@@ -182,3 +184,13 @@ def test_unknown_span_source_is_a_clear_error(tiny_tasks):
   tiny_tasks("masksearch_jax.data.ramp_source.RampMasking.spans = 'magic'")
   with pytest.raises(ValueError, match="'rules', 'world' or 'llm'"):
     _examples("ramp_mask1", 1)
+
+
+def test_each_epoch_has_its_own_order_and_the_same_examples(tiny_tasks):
+  source = RampDataSource(2)
+  first, second = ([ex["passage_id"] for ex in source.examples("train", shuffle=True, seed=4, epoch=e)]
+                   for e in (0, 1))
+  assert first != second and sorted(first) == sorted(second)
+  ds = seqio.get_mixture_or_task("ramp_mask2").get_dataset(LENGTHS, shuffle=True, seed=4, num_epochs=None)
+  ids = [ex["passage_id"] for ex in ds.take(len(first)).as_numpy_iterator()]
+  assert len(set(ids)) >= len(ids) - 64  # Only the small buffer may carry examples across the epoch's end.
