@@ -149,6 +149,39 @@ def _run_train_vocab(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_make_ramp(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("make-ramp", help="Write RAMP examples as MaskSearch's jsonl records.")
+  p.add_argument("--out", required=True, help="Output .jsonl (.gz/.bz2 compress); written atomically.")
+  p.add_argument("--num_masks", type=int, default=0, help="Masks per paragraph; 0 uses MaskSearch's own rule.")
+  p.add_argument("--split", default="train", choices=("train", "validation", "test"))
+  p.add_argument("--limit", type=int, default=0, help="Stop after this many records (0: all).")
+  p.add_argument("--corpus", default=None, help="Corpus path (default: the embedded world; see RampCorpus).")
+  p.add_argument("--overwrite", action="store_true")
+  _add_gin_flags(p)
+  p.set_defaults(func=_run_make_ramp)
+
+
+def _run_make_ramp(args: argparse.Namespace) -> int:
+  import itertools
+
+  from tqdm.auto import tqdm
+
+  from masksearch_jax import gin_flags
+  from masksearch_jax.data import masking
+  from masksearch_jax.data.ramp_source import RampDataSource
+  bindings = list(args.gin_bindings)
+  if args.corpus:
+    bindings.append(f"masksearch_jax.data.ramp_source.RampCorpus.path = {args.corpus!r}")
+  gin_flags.parse(gin_files=args.gin_file, bindings=bindings, search_paths=args.gin_search_paths)
+  records = RampDataSource(args.num_masks or None).records(args.split, source=args.corpus or "world")
+  if args.limit:
+    records = itertools.islice(records, args.limit)
+  count = masking.write_ramp_jsonl(tqdm(records, desc="RAMP records", unit=" records"), args.out,
+                                   overwrite=args.overwrite)
+  print(f"wrote {count:,} RAMP records ({args.split}) -> {args.out}")
+  return 0
+
+
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser("quickstart", help="Run the main job on the embedded world (gin/quickstart.gin).")
   _add_gin_flags(p)
@@ -179,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="masksearch", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   for add in (_add_quickstart, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
-              _add_train_vocab):
+              _add_train_vocab, _add_make_ramp):
     add(sub)
   args = parser.parse_args(argv)
   try:

@@ -206,6 +206,17 @@ class RampDataSource(seqio.DataSource):
     bad setting fails here rather than from inside tf.data. With `shuffle`, each
     epoch has its own order; an example's masks do not depend on the epoch.
     """
+    choices = self._choices(split, shuffle=shuffle, seed=seed, shard_info=shard_info, epoch=epoch)
+    return (self._example(paragraph, chosen) for paragraph, _, chosen in choices)
+
+  def records(self, split: str, *, source: str = "world") -> Iterator[dict[str, Any]]:
+    """The examples of `split` as MaskSearch's jsonl records (`masking.make_record`), in corpus order."""
+    for paragraph, candidates, chosen in self._choices(split):
+      yield masking.make_record(paragraph.text, chosen, candidates, paragraph.title, source=source)
+
+  def _choices(self, split: str, *, shuffle: bool = False, seed: int | None = None,
+               shard_info: seqio.ShardInfo | None = None, epoch: int = 0):
+    """(paragraph, candidate spans, chosen spans) for each usable paragraph; checks settings first."""
     if split not in SPLITS:
       raise ValueError(f"RAMP split must be one of {SPLITS}, got {split!r}")
     corpus, settings = RampCorpus(), RampMasking()
@@ -220,14 +231,17 @@ class RampDataSource(seqio.DataSource):
     if shard_info is not None and shard_info.num_shards > 1:
       order = order[shard_info.index::shard_info.num_shards]
     candidates_of = self._candidate_finder(corpus, settings)
-    return self._generate(paragraphs, order, candidates_of, settings)
+    return self._choose(paragraphs, order, candidates_of, settings)
 
-  def _generate(self, paragraphs, order, candidates_of, settings) -> Iterator[dict[str, Any]]:
+  def _choose(self, paragraphs, order, candidates_of, settings):
     for i in order:
       paragraph = paragraphs[i]
-      example = self._make(paragraph, candidates_of(paragraph), settings)
-      if example is not None:
-        yield example
+      candidates = candidates_of(paragraph)
+      rng = random.Random(f"ramp-mask/{settings.seed}/{paragraph.id}/{self.num_masks}")
+      chosen = masking.select_masks(paragraph.text, candidates, rng, num_masks=self.num_masks,
+                                    strategy=settings.strategy, scorer=settings.scorer)
+      if chosen:
+        yield paragraph, candidates, chosen
 
   def _candidate_finder(self, corpus: RampCorpus, settings: RampMasking):
     from masksearch_jax.data import salient_spans
@@ -257,18 +271,13 @@ class RampDataSource(seqio.DataSource):
       return found
     return candidates_of
 
-  def _make(self, paragraph: _Paragraph, candidates: list[Span], settings: RampMasking) -> dict | None:
-    rng = random.Random(f"ramp-mask/{settings.seed}/{paragraph.id}/{self.num_masks}")
-    chosen = masking.select_masks(paragraph.text, candidates, rng, num_masks=self.num_masks,
-                                  strategy=settings.strategy, scorer=settings.scorer)
-    if not chosen:
-      return None
+  @staticmethod
+  def _example(paragraph: _Paragraph, chosen: list[Span]) -> dict[str, Any]:
     masked = masking.mask_paragraph(paragraph.text, chosen)
     return {
         "inputs": masked + masking.QUERY_SEPARATOR + protocol.RAMP_INSTRUCTION, "targets": paragraph.text,
-        "masked_paragraph": masked,
-        "masks": [s.text for s in sorted(chosen)], "mask_num": len(chosen), "passage_id": paragraph.id,
-        "title": paragraph.title,
+        "masked_paragraph": masked, "masks": [s.text for s in sorted(chosen)], "mask_num": len(chosen),
+        "passage_id": paragraph.id, "title": paragraph.title,
     }
 
   def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,

@@ -190,6 +190,52 @@ def register_ramp_tasks() -> None:
   _add_mixture("ramp_mixed_1to4", [f"ramp_mask{j}" for j in RAMP_MASK_COUNTS])
 
 
+@gin.configurable(module="masksearch_jax.data.seqio_tasks")
+@dataclasses.dataclass(frozen=True)
+class RampRecordFiles:
+  """MaskSearch-format RAMP jsonl files (`{"query", "answer", "ext"}`) by split, for `ramp_records`.
+
+  Attributes:
+    paths: {split: path}, e.g. `{'train': '/data/masksearch_ramp.jsonl'}`.
+    strict: Refuse records whose masks do not rebuild the answer exactly
+      (False accepts the quirks of MaskSearch's released generator).
+  """
+
+  paths: Any = None
+  strict: bool = False
+
+
+_RECORD_SIGNATURE = {"inputs": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([], tf.string),
+                     "masks": tf.TensorSpec([None], tf.string), "mask_num": tf.TensorSpec([], tf.int32)}
+
+
+def _record_examples(split: str):
+  from masksearch_jax.data import masking
+  files = RampRecordFiles()
+  if not files.paths or split not in files.paths:
+    raise ValueError(f"task ramp_records: no {split!r} file; set RampRecordFiles.paths = "
+                     f"{{'{split}': '/path/ramp.jsonl'}} in Gin")
+  path = str(files.paths[split])
+  if not Path(path).is_file():
+    raise FileNotFoundError(f"task ramp_records: {path} does not exist (RampRecordFiles.paths)")
+
+  def generate():
+    for record in masking.read_ramp_jsonl(path, strict=files.strict):
+      yield {"inputs": record["query"], "targets": record["answer"], "masks": list(record["ext"]["masks"]),
+             "mask_num": int(record["ext"]["mask_num"])}
+  return generate
+
+
+def register_ramp_record_task() -> None:
+  """ramp_records: RAMP examples a user brings as MaskSearch jsonl (RampRecordFiles)."""
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+    del shuffle_files, seed
+    return tf.data.Dataset.from_generator(_record_examples(split), output_signature=_RECORD_SIGNATURE)
+  _add_task("ramp_records", seqio.FunctionDataSource(dataset_fn, splits=("train", "validation", "test"),
+                                                     caching_permitted=False),
+            "RAMP examples from MaskSearch-format jsonl files.")
+
+
 # -- downstream QA -------------------------------------------------------------------
 
 

@@ -194,3 +194,23 @@ def test_each_epoch_has_its_own_order_and_the_same_examples(tiny_tasks):
   ds = seqio.get_mixture_or_task("ramp_mask2").get_dataset(LENGTHS, shuffle=True, seed=4, num_epochs=None)
   ids = [ex["passage_id"] for ex in ds.take(len(first)).as_numpy_iterator()]
   assert len(set(ids)) >= len(ids) - 64  # Only the small buffer may carry examples across the epoch's end.
+
+
+def test_make_ramp_writes_masksearch_records_that_ramp_records_reads_back(tiny_tasks, tmp_path, capsys):
+  from masksearch_jax import cli
+  out = tmp_path / "ramp.jsonl"
+  # The tiny world is bound by the fixture; the command adds its own Gin flags on top.
+  assert cli.main(["make-ramp", "--out", str(out), "--num_masks", "3", "--split", "validation", "--limit", "25",
+                   "--gin_bindings", "masksearch_jax.data.ramp_source.RampMasking.seed = 2"]) == 0
+  assert "wrote 25 RAMP records (validation)" in capsys.readouterr().out
+  records = list(masking.read_ramp_jsonl(out))
+  assert len(records) == 25
+  for record in records:
+    assert set(record) == {"query", "answer", "ext"} and record["ext"]["mask_num"] == 3
+    assert set(record["ext"]) == {"mask_num", "masks", "entities", "source", "title"}
+    assert masking.fill_masks(masking.split_query(record["query"])[0], record["ext"]["masks"]) == record["answer"]
+  tiny_tasks(f"masksearch_jax.data.seqio_tasks.RampRecordFiles.paths = {{'train': '{out}'}}")
+  examples = list(seqio.get_mixture_or_task("ramp_records").get_dataset(LENGTHS, shuffle=False, num_epochs=1)
+                  .as_numpy_iterator())
+  assert [ex["targets_pretokenized"].decode() for ex in examples] == [r["answer"] for r in records]
+  assert all(int(ex["mask_num"]) == 3 for ex in examples)
