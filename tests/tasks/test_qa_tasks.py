@@ -72,3 +72,44 @@ def test_split_missing_from_a_split_dict_is_named(tiny_tasks, tmp_path):
   tiny_tasks(f"masksearch_jax.data.seqio_tasks.QAFiles.hotpotqa = {{'validation': '{tmp_path}/x.json'}}")
   with pytest.raises(ValueError, match=r"no 'test' split"):
     _all("qa_hotpotqa", "test")
+
+
+def _write_small_benchmarks(directory):
+  """One small file in each of the formats the world does not export."""
+  import csv
+  import json
+
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  pq.write_table(pa.table({"Question": ["Who founded Bubu Press?", "Where was Vabonu Dutufuzo born?"],
+                           "Answer": ["Mose Fasare", "Tihozu"]}), directory / "bamboogle.parquet")
+  (directory / "fanout.json").write_text(json.dumps([
+      {"id": "f1", "question": "Which rivers rise on Mount Pekado?", "decomposition": [],
+       "answer": ["Talu River", "Kilo River"], "categories": []},
+      {"id": "f2", "question": "Is Lazera independent?", "decomposition": [], "answer": True, "categories": []}]))
+  header = ["id", "split", "question", "effective_year", "next_review", "false_premise", "num_hops", "fact_type",
+            "source", *[f"answer_{i}" for i in range(10)], "note"]
+  with open(directory / "freshqa.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["FreshQA, exported", *[""] * (len(header) - 1)])
+    writer.writerow(["", *[""] * (len(header) - 1)])
+    writer.writerow(header)
+    writer.writerow(["0", "TEST", "What is the capital of Lazera?", "2024", "", "FALSE", "one-hop", "never-changing",
+                     "", "Tuhodo", "Tuhodo city", *[""] * 8, ""])
+  qa_formats.write_searchr1_parquet([qa_formats.QAExample("s1", "Who wrote Winter in Dulilide?", ["Huroto Sage"],
+                                                          "world")], directory / "searchr1.parquet")
+
+
+@pytest.mark.parametrize("benchmark,file,question,answers", [
+    ("bamboogle", "bamboogle.parquet", "Who founded Bubu Press?", ["Mose Fasare"]),
+    ("fanoutqa", "fanout.json", "Which rivers rise on Mount Pekado?", ["Talu River\nKilo River"]),
+    ("freshqa", "freshqa.csv", "What is the capital of Lazera?", ["Tuhodo", "Tuhodo city"]),
+    ("searchr1", "searchr1.parquet", "Who wrote Winter in Dulilide?", ["Huroto Sage"]),
+])
+def test_other_benchmark_formats_make_tasks(tiny_tasks, tmp_path, benchmark, file, question, answers):
+  _write_small_benchmarks(tmp_path)
+  tiny_tasks(f"masksearch_jax.data.seqio_tasks.QAFiles.{benchmark} = '{tmp_path / file}'")
+  first = _all(f"qa_{benchmark}", "test")[0]
+  assert first["question"].decode() == question
+  assert [a.decode() for a in first["answers"]] == answers
+  assert first["inputs_pretokenized"].decode() == protocol.qa_prompt(question)
