@@ -182,6 +182,32 @@ def _run_make_ramp(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("train", help="Train with a T5X-style Gin config (gin/runs/*.gin).")
+  _add_gin_flags(p)
+  p.add_argument("--coordinator_address", default=None, help="Multi-host: host:port of process 0.")
+  p.add_argument("--num_processes", type=int, default=None, help="Multi-host: number of processes.")
+  p.add_argument("--process_id", type=int, default=None, help="Multi-host: this process's index.")
+  p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+  from masksearch_jax import gin_flags
+  from masksearch_jax.training import multihost
+  multihost.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
+                       process_id=args.process_id)
+  if not args.gin_file:
+    raise gin_flags.ConfigError("masksearch train needs --gin_file (a model file and a run file)")
+  gin_flags.parse(gin_files=args.gin_file, bindings=args.gin_bindings, search_paths=args.gin_search_paths)
+  import gin
+
+  from masksearch_jax.training import trainer
+  summary = gin_flags.call_configured(gin.get_configurable(trainer.train))
+  print(f"trained to step {summary.final_step} (loss {summary.final_loss}) in {summary.seconds:.1f}s -> "
+        f"{summary.model_dir}")
+  return 0
+
+
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser("quickstart", help="Run the main job on the embedded world (gin/quickstart.gin).")
   _add_gin_flags(p)
@@ -211,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   argv = gin_flags.rewrite_macro_flags(argv)
   parser = argparse.ArgumentParser(prog="masksearch", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
-  for add in (_add_quickstart, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
+  for add in (_add_quickstart, _add_train, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
               _add_train_vocab, _add_make_ramp):
     add(sub)
   args = parser.parse_args(argv)
@@ -221,14 +247,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(e, _user_errors()):
       raise
     # A mistake in the user's input or paths: one line, no traceback.
-    print(f"masksearch {args.command}: error: {e}", file=sys.stderr)
+    print(f"masksearch {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+          file=sys.stderr)
     return 2
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
   """Errors that describe bad input or paths, imported only once a command has failed."""
   from masksearch_jax.data.passage import CorpusFormatError
-  errors: list[type[Exception]] = [CorpusFormatError, FileExistsError, FileNotFoundError]
+  from masksearch_jax.errors import ConfigError
+  errors: list[type[Exception]] = [CorpusFormatError, FileExistsError, FileNotFoundError, ConfigError]
   if "masksearch_jax.retrieval.tantivy_index" in sys.modules:
     errors.append(sys.modules["masksearch_jax.retrieval.tantivy_index"].IncompleteIndexError)
   if "masksearch_jax.retrieval.client" in sys.modules:

@@ -12,7 +12,12 @@ from __future__ import annotations
 import importlib.util  # noqa: F401  pylint: disable=unused-import
 import logging
 import os
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
+
+from masksearch_jax.errors import ConfigError
+
+# Kept for callers that name the Gin flavour of the error.
+GinConfigError = ConfigError
 
 _MACRO_PREFIX = "--gin."
 
@@ -59,7 +64,46 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (), search_paths: 
   logging.getLogger().addFilter(_drop_gin_resource_noise)
   for path in _split_paths(search_paths) + [DEFAULT_GIN_DIR]:
     gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=finalize)
+  try:
+    gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=finalize)
+  except (ValueError, AttributeError, TypeError, ImportError, OSError) as e:
+    raise ConfigError(f"Gin: {_one_line(e)}") from e
+  missing = missing_required_macros()
+  if missing:
+    raise ConfigError(f"Gin: required macros not set: {', '.join(missing)} (set them with --gin.NAME=VALUE)")
+
+
+def missing_required_macros() -> list[str]:
+  """Macros still bound to %gin.REQUIRED (gin 0.5 does not enforce them under dynamic registration)."""
+  import gin
+  return sorted(scope for (scope, selector), params in gin.config._CONFIG.items()  # pylint: disable=protected-access
+                if selector == "gin.macro" and repr(params.get("value")) == "%gin.REQUIRED")
+
+
+def call_configured(fn: Callable[[], Any]) -> Any:
+  """Calls a Gin-configured function; a macro or argument Gin could not supply becomes a ConfigError."""
+  try:
+    return fn()
+  except TypeError as e:
+    if "No values supplied by Gin" in str(e) or "missing 1 required" in str(e) and "macro" in str(e):
+      raise ConfigError(f"Gin: {_one_line(e)}") from e
+    raise
+
+
+def _one_line(error: BaseException) -> str:
+  """A Gin error message on one line: the message, then where it was (file or bindings line)."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  if not lines:
+    return type(error).__name__
+  where = [line for line in lines[1:] if line.startswith("In ")]
+  text = lines[0]
+  if where:
+    text += f" ({where[0][3:]}"
+    location_index = lines.index(where[0]) + 1
+    if location_index < len(lines) and not lines[location_index].startswith("In "):
+      text += f": {lines[location_index]}"
+    text += ")"
+  return text
 
 
 def _drop_gin_resource_noise(record: logging.LogRecord) -> bool:

@@ -16,6 +16,8 @@ from typing import Mapping
 import seqio
 import tensorflow as tf
 
+from masksearch_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:
@@ -50,7 +52,7 @@ def _provider(name: str) -> seqio.DatasetProviderBase:
   if name in seqio.TaskRegistry.names():
     return seqio.TaskRegistry.get(name)
   known = sorted(seqio.TaskRegistry.names()) + sorted(seqio.MixtureRegistry.names())
-  raise ValueError(f"no SeqIO task or mixture named {name!r}; registered: {', '.join(known)}")
+  raise ConfigError(f"no SeqIO task or mixture named {name!r}; registered: {', '.join(known)}")
 
 
 def get_dataset(cfg: DatasetConfig, *, shard_id: int = 0, num_shards: int = 1,

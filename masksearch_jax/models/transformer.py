@@ -1,0 +1,267 @@
+"""A decoder-only transformer of the Qwen2.5 / Llama 3 family, in Flax linen.
+
+Reads top to bottom: the config, RMSNorm, rotary embeddings, attention with
+grouped-query heads, the SwiGLU MLP, one block, and the decoder that scans the
+blocks. Every parameter and activation carries logical axis names ('vocab',
+'embed', 'heads', 'kv_heads', 'kv', 'mlp', 'layers', 'batch', 'length'); the
+partitioner maps them to mesh axes by rules set in Gin.
+
+Packed rows are supported: `segment_ids` (1, 2, ... per example, 0 on padding)
+keep examples from attending to each other, and `positions` restart at 0 for
+each example so rotary embeddings see each example from its own start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """The shape and numerics of the model (Gin presets in gin/models/).
+
+  Attributes:
+    vocab_size: Rows of the embedding table (may exceed the tokenizer's size).
+    num_layers: Number of transformer blocks.
+    d_model: Width of the residual stream.
+    num_heads: Query heads.
+    num_kv_heads: Key/value heads (grouped-query attention; equal to num_heads for MHA).
+    head_dim: Width of one head; None means d_model // num_heads.
+    mlp_dim: Width of the SwiGLU hidden layer.
+    rope_theta: Base of the rotary frequencies.
+    rope_scaling: None, or Llama 3's frequency scaling as a dict with keys
+      factor, low_freq_factor, high_freq_factor, original_max_position_embeddings.
+    rms_norm_eps: Epsilon of RMSNorm.
+    qkv_bias: Biases on the query, key and value projections (Qwen2).
+    tie_embeddings: Use the embedding table as the output projection.
+    dtype: Compute dtype, 'float32' or 'bfloat16' (parameters stay float32).
+    remat: Recompute each block's activations in the backward pass ('none',
+      'full', or 'dots' to save only matmul outputs).
+    attention_logits_soft_cap: None, or a cap on attention logits (unused by Qwen/Llama).
+  """
+
+  vocab_size: int = 1024
+  num_layers: int = 2
+  d_model: int = 128
+  num_heads: int = 4
+  num_kv_heads: int = 2
+  head_dim: int | None = None
+  mlp_dim: int = 512
+  rope_theta: float = 10_000.0
+  rope_scaling: Any = None
+  rms_norm_eps: float = 1e-6
+  qkv_bias: bool = False
+  tie_embeddings: bool = False
+  dtype: str = "float32"
+  remat: str = "none"
+  attention_logits_soft_cap: float | None = None
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+    if self.dtype not in _DTYPES:
+      raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+    if self.remat not in ("none", "full", "dots"):
+      raise ValueError(f"remat must be 'none', 'full' or 'dots', got {self.remat!r}")
+    if self.rope_scaling is not None and not isinstance(self.rope_scaling, dict):
+      object.__setattr__(self, "rope_scaling", dict(self.rope_scaling))
+
+  @property
+  def kv_dim(self) -> int:
+    return self.head_dim or self.d_model // self.num_heads
+
+  @property
+  def compute_dtype(self):
+    return _DTYPES[self.dtype]
+
+  def num_params(self) -> int:
+    """Parameters in the model (the embedding counted once when tied)."""
+    d, h, k, f = self.d_model, self.num_heads, self.num_kv_heads, self.kv_dim
+    attention = d * f * (h + 2 * k) + h * f * d + (f * (h + 2 * k) if self.qkv_bias else 0)
+    block = attention + 3 * d * self.mlp_dim + 2 * d
+    embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+    return self.num_layers * block + embeddings + d
+
+  def flops_per_token(self, seq_len: int) -> float:
+    """Training FLOPs per token (forward and backward: 6 per weight, plus attention scores)."""
+    matmul_params = self.num_params() - self.vocab_size * self.d_model * (0 if self.tie_embeddings else 1)
+    attention = 12 * self.num_layers * self.num_heads * self.kv_dim * seq_len / 2  # Causal: half the scores.
+    return 6 * matmul_params + attention
+
+
+def _param(module: nn.Module, name: str, init, shape, axes: tuple[str, ...]):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+class RMSNorm(nn.Module):
+  """x / rms(x) * scale, computed in float32 (as Qwen2 and Llama do)."""
+
+  eps: float
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed * scale).astype(self.dtype)
+
+
+def rope_frequencies(config: TransformerConfig) -> jnp.ndarray:
+  """Inverse frequencies of the rotary embedding, with Llama 3's scaling when configured."""
+  dim = config.kv_dim
+  inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+  scaling = config.rope_scaling
+  if not scaling:
+    return inv_freq
+  factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+  original = scaling["original_max_position_embeddings"]
+  wavelength = 2 * math.pi / inv_freq
+  smooth = (original / wavelength - low) / (high - low)
+  scaled = jnp.where(wavelength > original / low, inv_freq / factor, inv_freq)
+  middle = (wavelength <= original / low) & (wavelength >= original / high)
+  return jnp.where(middle, (1 - smooth) * inv_freq / factor + smooth * inv_freq, scaled)
+
+
+def apply_rope(x: jnp.ndarray, positions: jnp.ndarray, inv_freq: jnp.ndarray) -> jnp.ndarray:
+  """Rotates [batch, length, heads, dim] by position; halves rotated as in Hugging Face's rotate_half."""
+  angles = positions[:, :, None].astype(jnp.float32) * inv_freq[None, None, :]  # [b, l, dim/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x32 = x.astype(jnp.float32)
+  first, second = jnp.split(x32, 2, axis=-1)
+  rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+  return rotated.astype(x.dtype)
+
+
+def attention_mask(segment_ids: jnp.ndarray) -> jnp.ndarray:
+  """[batch, 1, q, k]: causal, within one example, and nothing for padding (segment 0)."""
+  length = segment_ids.shape[1]
+  causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+  same = (segment_ids[:, :, None] == segment_ids[:, None, :]) & (segment_ids[:, :, None] > 0)
+  return (same & causal[None])[:, None]
+
+
+class Attention(nn.Module):
+  """Grouped-query self-attention with rotary embeddings."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask):
+    c = self.config
+    dt = c.compute_dtype
+    d, h, k, f = c.d_model, c.num_heads, c.num_kv_heads, c.kv_dim
+    init = nn.initializers.normal(stddev=d ** -0.5)
+
+    def project(name, heads, axes):
+      kernel = _param(self, f"{name}_kernel", init, (d, heads, f), ("embed",) + axes)
+      y = jnp.einsum("bld,dhf->blhf", x, kernel.astype(dt))
+      if c.qkv_bias:
+        y = y + _param(self, f"{name}_bias", nn.initializers.zeros, (heads, f), axes).astype(dt)
+      return y
+
+    q = project("query", h, ("heads", "kv"))
+    key = project("key", k, ("kv_heads", "kv"))
+    value = project("value", k, ("kv_heads", "kv"))
+    inv_freq = rope_frequencies(c)
+    q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "kv"))
+    key = apply_rope(key, positions, inv_freq)
+    # Each group of h // k query heads shares one key/value head.
+    q = q.reshape(q.shape[:2] + (k, h // k, f))
+    logits = jnp.einsum("bqkgf,bskf->bkgqs", q, key, preferred_element_type=jnp.float32) * f ** -0.5
+    if c.attention_logits_soft_cap:
+      logits = c.attention_logits_soft_cap * jnp.tanh(logits / c.attention_logits_soft_cap)
+    logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(dt)
+    out = jnp.einsum("bkgqs,bskf->bqkgf", weights, value).reshape(x.shape[:2] + (h, f))
+    out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+    kernel = _param(self, "out_kernel", nn.initializers.normal(stddev=(h * f) ** -0.5), (h, f, d),
+                    ("heads", "kv", "embed"))
+    return jnp.einsum("blhf,hfd->bld", out, kernel.astype(dt))
+
+
+class MLP(nn.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x):
+    c = self.config
+    dt = c.compute_dtype
+    init_in = nn.initializers.normal(stddev=c.d_model ** -0.5)
+    gate = _param(self, "gate_kernel", init_in, (c.d_model, c.mlp_dim), ("embed", "mlp"))
+    up = _param(self, "up_kernel", init_in, (c.d_model, c.mlp_dim), ("embed", "mlp"))
+    down = _param(self, "down_kernel", nn.initializers.normal(stddev=c.mlp_dim ** -0.5), (c.mlp_dim, c.d_model),
+                  ("mlp", "embed"))
+    hidden = jax.nn.silu(x @ gate.astype(dt)) * (x @ up.astype(dt))
+    hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
+    return hidden @ down.astype(dt)
+
+
+class Block(nn.Module):
+  """Pre-norm residual block: attention, then the MLP. Scanned over layers (carry = x)."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, positions, mask):
+    c = self.config
+    h = Attention(c, name="attention")(RMSNorm(c.rms_norm_eps, c.compute_dtype, name="attention_norm")(x),
+                                       positions, mask)
+    x = nn.with_logical_constraint(x + h, ("batch", "length", "embed"))
+    h = MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, c.compute_dtype, name="mlp_norm")(x))
+    x = nn.with_logical_constraint(x + h, ("batch", "length", "embed"))
+    return x, None
+
+
+class Decoder(nn.Module):
+  """Tokens in, logits out: embed, the scanned blocks, a final norm, the output projection."""
+
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, tokens, positions=None, segment_ids=None):
+    """Logits [batch, length, vocab] (float32) for `tokens` [batch, length].
+
+    Args:
+      tokens: Token ids.
+      positions: Position of each token in its example; default 0, 1, 2, ...
+      segment_ids: Example of each token in a packed row (0 = padding); default all 1.
+    """
+    c = self.config
+    dt = c.compute_dtype
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    if segment_ids is None:
+      segment_ids = jnp.ones_like(tokens)
+    # Small embeddings (as Hugging Face initialises Qwen2 and Llama) keep the first logits near
+    # uniform when the table doubles as the output projection.
+    embedding = _param(self, "embedding", nn.initializers.normal(stddev=0.02), (c.vocab_size, c.d_model),
+                       ("vocab", "embed"))
+    x = embedding.astype(dt)[tokens]
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    block = Block
+    if c.remat != "none":
+      policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if c.remat == "dots" else None
+      block = nn.remat(Block, prevent_cse=False, policy=policy)
+    blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=(nn.broadcast,) * 2,
+                     length=c.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+    x, _ = blocks(c, name="layers")(x, positions, attention_mask(segment_ids))
+    x = RMSNorm(c.rms_norm_eps, dt, name="final_norm")(x)
+    if c.tie_embeddings:
+      logits = jnp.einsum("bld,vd->blv", x, embedding.astype(dt), preferred_element_type=jnp.float32)
+    else:
+      head = _param(self, "lm_head", nn.initializers.normal(stddev=c.d_model ** -0.5), (c.d_model, c.vocab_size),
+                    ("embed", "vocab"))
+      logits = jnp.einsum("bld,dv->blv", x, head.astype(dt), preferred_element_type=jnp.float32)
+    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))

@@ -1,0 +1,450 @@
+"""The T5X-style trainer: `train(...)`, configured by Gin in T5X's terms.
+
+One keyword-only `train()` runs supervised training of the decoder on a SeqIO
+task or mixture, or on a curriculum of them (stage after stage), sharded by the
+`Partitioner` on one CPU, fake CPU devices, several hosts, or TPU/GPU pods with
+the same code. Checkpoints (orbax) carry the parameters, the optimizer state,
+the curriculum stage and the input position, so a resumed run sees exactly the
+data an uninterrupted run would have seen.
+
+The loss is cross-entropy weighted by the converter's `decoder_loss_weights`
+(prompt, retrieved observations and padding weigh 0), summed over every
+micro-batch of gradient accumulation and divided by the number of weighted
+tokens of the whole batch (or by a fixed `loss_normalizing_factor`), plus an
+optional z-loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from masksearch_jax.data import input_pipeline
+from masksearch_jax.data.input_pipeline import DatasetConfig
+from masksearch_jax.models.transformer import Decoder, TransformerConfig
+from masksearch_jax.training import checkpoints as checkpoints_lib
+from masksearch_jax.training.partitioning import Partitioner
+
+logger = logging.getLogger(__name__)
+
+Batch = dict[str, jax.Array]
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# -- the loss ------------------------------------------------------------------------------------
+
+
+def loss_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array, *, z_loss: float = 0.0,
+              label_smoothing: float = 0.0) -> dict[str, jax.Array]:
+  """Weighted sums over tokens: cross-entropy (+ z-loss), correct predictions, weights.
+
+  Args:
+    logits: [batch, length, vocab] float32.
+    targets: [batch, length] token ids.
+    weights: [batch, length] loss weights (0 on prompt, observations and padding).
+    z_loss: Coefficient of log(Z)^2, which keeps the softmax normaliser near 1.
+    label_smoothing: Mass spread uniformly over the vocabulary (T5X's LABEL_SMOOTHING).
+
+  Returns:
+    {'loss', 'z_loss', 'correct', 'weight'}: sums over weighted tokens.
+  """
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  log_probs = logits - log_z[..., None]
+  target_log_prob = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  nll = -target_log_prob
+  if label_smoothing:
+    nll = (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(axis=-1)
+  z = z_loss * jnp.square(log_z)
+  weights = weights.astype(jnp.float32)
+  return {
+      "loss": jnp.sum((nll + z) * weights),
+      "z_loss": jnp.sum(z * weights),
+      "correct": jnp.sum((jnp.argmax(logits, axis=-1) == targets) * weights),
+      "weight": jnp.sum(weights),
+  }
+
+
+def _forward_sums(params, config: TransformerConfig, batch: Batch, z_loss: float, label_smoothing: float):
+  logits = Decoder(config).apply({"params": params}, batch["decoder_input_tokens"],
+                                 positions=batch.get("decoder_positions"),
+                                 segment_ids=batch.get("decoder_segment_ids"))
+  return loss_sums(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss=z_loss,
+                   label_smoothing=label_smoothing)
+
+
+# -- the train state and step ----------------------------------------------------------------------
+
+
+def make_train_step(config: TransformerConfig, optimizer: optax.GradientTransformation, *,
+                    accumulation_steps: int = 1, z_loss: float = 0.0, label_smoothing: float = 0.0,
+                    loss_normalizing_factor: float | None = None) -> Callable:
+  """The pure step: (state, batch) -> (state, metrics), with gradient accumulation inside.
+
+  The batch is split into `accumulation_steps` micro-batches; their summed gradients and
+  losses are divided once by the weighted tokens of the whole batch (or by
+  `loss_normalizing_factor`), so the step equals one over the full batch.
+  """
+
+  def sums_and_grads(params, micro):
+    def objective(p):
+      sums = _forward_sums(p, config, micro, z_loss, label_smoothing)
+      return sums["loss"], sums
+    return jax.grad(objective, has_aux=True)(params)
+
+  def step(state, batch):
+    params = state["params"]
+    if accumulation_steps == 1:
+      grads, sums = sums_and_grads(params, batch)
+    else:
+      micro_batches = jax.tree_util.tree_map(
+          lambda x: x.reshape((accumulation_steps, x.shape[0] // accumulation_steps) + x.shape[1:]), batch)
+
+      def accumulate(carry, micro):
+        grads, sums = sums_and_grads(params, micro)
+        return jax.tree_util.tree_map(jnp.add, carry, (grads, sums)), None
+
+      zeros = (jax.tree_util.tree_map(jnp.zeros_like, params),
+               {k: jnp.zeros((), jnp.float32) for k in ("loss", "z_loss", "correct", "weight")})
+      (grads, sums), _ = jax.lax.scan(accumulate, zeros, micro_batches)
+    normalizer = sums["weight"] if loss_normalizing_factor is None else jnp.float32(loss_normalizing_factor)
+    normalizer = jnp.maximum(normalizer, 1.0)
+    grads = jax.tree_util.tree_map(lambda g: g / normalizer, grads)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+    new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1}
+    metrics = {"loss": sums["loss"] / normalizer, "z_loss": sums["z_loss"] / normalizer,
+               "accuracy": sums["correct"] / jnp.maximum(sums["weight"], 1.0), "weighted_tokens": sums["weight"],
+               "grad_norm": optax.global_norm(grads)}
+    return new_state, metrics
+
+  return step
+
+
+def make_eval_step(config: TransformerConfig) -> Callable:
+  """(params, batch) -> summed loss, correct and weight (no z-loss)."""
+  def step(params, batch):
+    return _forward_sums(params, config, batch, 0.0, 0.0)
+  return step
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainSummary:
+  """What `train` did."""
+
+  model_dir: str
+  final_step: int
+  final_loss: float | None
+  resumed_from_step: int | None
+  seconds: float
+
+
+def warmup_cosine_schedule(peak_value: float, warmup_steps: int, total_steps: int,
+                           end_fraction: float = 0.1) -> optax.Schedule:
+  """Linear warm-up from 0 to `peak_value`, then cosine decay to `end_fraction * peak_value`.
+
+  Args:
+    peak_value: The learning rate after warm-up.
+    warmup_steps: Steps of warm-up (at most half of `total_steps`, so short runs still decay).
+    total_steps: Steps in all (TRAIN_STEPS).
+    end_fraction: The final learning rate, as a share of the peak.
+  """
+  warmup = max(0, min(warmup_steps, total_steps // 2))
+  return optax.warmup_cosine_decay_schedule(0.0, peak_value, warmup, max(total_steps, warmup + 1),
+                                            end_value=peak_value * end_fraction)
+
+
+def default_optimizer(learning_rate: optax.Schedule | float) -> optax.GradientTransformation:
+  """AdamW with weight decay 0.01 (used when OPTIMIZER is not set)."""
+  return optax.adamw(learning_rate, b1=0.9, b2=0.95, weight_decay=0.01)
+
+
+def _stages(curriculum: Sequence[tuple[str, int]] | None, cfg: DatasetConfig,
+            total_steps: int) -> list[tuple[str, int]]:
+  """(mixture, steps) per stage; without a curriculum, one stage of `total_steps`."""
+  if not curriculum:
+    return [(cfg.mixture_or_task_name, total_steps)]
+  stages = [(str(name), int(steps)) for name, steps in curriculum]
+  if sum(steps for _, steps in stages) != total_steps:
+    raise ValueError(f"the curriculum's stages sum to {sum(s for _, s in stages)} steps, but total_steps is "
+                     f"{total_steps}: {stages}")
+  if any(steps < 1 for _, steps in stages):
+    raise ValueError(f"every curriculum stage needs at least one step: {stages}")
+  return stages
+
+
+def _global_batch(local: dict[str, np.ndarray], partitioner: Partitioner) -> Batch:
+  return {k: jax.make_array_from_process_local_data(partitioner.data_sharding(v.ndim), v) for k, v in local.items()}
+
+
+def _write_config(model_dir: Path) -> None:
+  import gin
+  if jax.process_index() == 0:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.gin").write_text(gin.config_str())
+
+
+def train(*,
+          model: TransformerConfig,
+          train_dataset_cfg: DatasetConfig,
+          model_dir: str,
+          total_steps: int,
+          train_eval_dataset_cfg: DatasetConfig | None = None,
+          partitioner: Partitioner | None = None,
+          optimizer: Callable[..., optax.GradientTransformation] = default_optimizer,
+          learning_rate: optax.Schedule | float = 1e-3,
+          max_grad_norm: float | None = 1.0,
+          checkpoint_cfg: checkpoints_lib.CheckpointConfig = checkpoints_lib.CheckpointConfig(),
+          curriculum: Sequence[tuple[str, int]] | None = None,
+          eval_period: int = 0,
+          eval_steps: int = 10,
+          random_seed: int = 0,
+          gradient_accumulation_steps: int = 1,
+          z_loss: float = 1e-4,
+          label_smoothing: float = 0.0,
+          loss_normalizing_factor: float | None = None,
+          initial_checkpoint_path: str | None = None,
+          log_period: int = 10,
+          peak_flops_per_device: float = 3.4e11,
+          progress: bool = True) -> TrainSummary:
+  """Trains `model` on `train_dataset_cfg` (or on the stages of `curriculum`).
+
+  Args:
+    model: The model's shape (MODEL: a preset from gin/models/).
+    train_dataset_cfg: What to train on (MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS,
+      BATCH_SIZE, SHUFFLE_TRAIN_EXAMPLES, ...). `batch_size` is global, across hosts.
+    model_dir: Where checkpoints, TensorBoard events and config.gin go (MODEL_DIR).
+    total_steps: Optimizer steps in all (TRAIN_STEPS).
+    train_eval_dataset_cfg: Evaluated every `eval_period` steps (for `eval_steps` batches).
+    partitioner: Mesh and logical axis rules; default: data parallel over every device.
+    optimizer: A function of the learning rate returning an optax transformation
+      (OPTIMIZER, e.g. `@optax.adamw` with its other arguments bound in Gin).
+    learning_rate: A number, or an optax schedule of the step (e.g.
+      `@optax.warmup_cosine_decay_schedule()`); logged as `learning_rate`.
+    max_grad_norm: Clip gradients to this global norm first; None: no clipping.
+    checkpoint_cfg: When to save and what to restore (T5X's CheckpointConfig).
+    curriculum: [(mixture or task, steps), ...] run one after another, e.g. RAMP with
+      1 mask, then 2, 3, 4; each stage reads `train_dataset_cfg` with its own name;
+      the steps must sum to `total_steps`. None: one stage.
+    eval_period: Evaluate every this many steps (0: never).
+    eval_steps: Batches per evaluation.
+    random_seed: Seed of the parameter initialisation (RANDOM_SEED).
+    gradient_accumulation_steps: Micro-batches per step; the batch must divide by it.
+    z_loss: Coefficient of the z-loss (Z_LOSS).
+    label_smoothing: LABEL_SMOOTHING.
+    loss_normalizing_factor: None divides the summed loss by the weighted tokens of the
+      batch; a number divides by that constant (LOSS_NORMALIZING_FACTOR).
+    initial_checkpoint_path: Parameters to start from when there is no checkpoint of
+      this run yet: a parameter checkpoint (`masksearch import-hf`) or another run's
+      checkpoints directory (INITIAL_CHECKPOINT_PATH).
+    log_period: Write metrics every this many steps.
+    peak_flops_per_device: Peak FLOP/s of one device, for the estimated model FLOP
+      utilisation (mfu) metric.
+    progress: Show a progress bar.
+
+  Returns:
+    A `TrainSummary`.
+  """
+  from clu import metric_writers
+  from tqdm.auto import tqdm
+
+  start_time = time.perf_counter()
+  partitioner = partitioner or Partitioner()
+  model_path = Path(model_dir).absolute()
+  _write_config(model_path)
+  stages = _stages(curriculum, train_dataset_cfg, total_steps)
+  partitioner.check_batch(train_dataset_cfg.batch_size)
+  if train_dataset_cfg.batch_size % (gradient_accumulation_steps * _data_parallelism(partitioner)):
+    raise ValueError(f"batch size {train_dataset_cfg.batch_size} does not divide into {gradient_accumulation_steps} "
+                     f"micro-batches over {_data_parallelism(partitioner)} data-parallel devices")
+  _check_vocabulary(model)
+
+  schedule = learning_rate if callable(learning_rate) else optax.constant_schedule(learning_rate)
+  transform = optimizer(schedule)
+  if max_grad_norm:
+    transform = optax.chain(optax.clip_by_global_norm(max_grad_norm), transform)
+
+  lengths = train_dataset_cfg.task_feature_lengths
+  example_length = sum(lengths.values())
+  decoder = Decoder(model)
+
+  def init_boxed(rng):
+    boxed = decoder.init(rng, jnp.zeros((1, example_length), jnp.int32))["params"]
+    return {"params": boxed, "opt_state": transform.init(boxed), "step": jnp.zeros((), jnp.int32)}
+
+  with partitioner.activate():
+    abstract_boxed = jax.eval_shape(init_boxed, jax.random.PRNGKey(random_seed))
+    partitioner.check_divisibility(abstract_boxed["params"])
+    state_shardings = partitioner.shardings(abstract_boxed)
+    abstract_state = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), _strip_boxes(abstract_boxed),
+        state_shardings)
+
+    run_checkpoints = checkpoints_lib.TrainingCheckpoints(
+        checkpoint_cfg.restore.path or model_path / "checkpoints", checkpoint_cfg.save)
+    state, meta, resumed_from = _initial_state(run_checkpoints, checkpoint_cfg.restore, abstract_state, init_boxed,
+                                               state_shardings, random_seed, initial_checkpoint_path, model)
+    if meta.get("stages") and meta["stages"] != [list(s) for s in stages]:
+      raise ValueError(f"the checkpoint in {run_checkpoints.directory} was written by a run with curriculum "
+                       f"{meta['stages']}, not {stages}")
+
+    train_step = jax.jit(make_train_step(model, transform, accumulation_steps=gradient_accumulation_steps,
+                                         z_loss=z_loss, label_smoothing=label_smoothing,
+                                         loss_normalizing_factor=loss_normalizing_factor),
+                         in_shardings=(state_shardings, None), out_shardings=(state_shardings, None),
+                         donate_argnums=(0,))
+    eval_step = jax.jit(make_eval_step(model))
+
+    writer = metric_writers.create_default_writer(str(model_path / "tensorboard"),
+                                                  just_logging=jax.process_index() > 0)
+    step = int(state["step"])
+    stage_index, stage_step = int(meta.get("stage", 0)), int(meta.get("stage_step", 0))
+    flops_per_token = model.flops_per_token(example_length)
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress or jax.process_index())
+    pending: list[tuple[int, dict]] = []
+    last_loss = None
+    window_start, window_tokens = time.perf_counter(), 0.0
+
+    def meta_now() -> dict:
+      return {"step": step, "stage": stage_index, "stage_step": stage_step, "stages": [list(s) for s in stages],
+              "model": dataclasses.asdict(model)}
+
+    def flush() -> float | None:
+      """Checks and logs the metrics of the steps run since the last flush."""
+      nonlocal pending, window_start, window_tokens
+      if not pending:
+        return None
+      host = jax.device_get([m for _, m in pending])
+      for (at, _), values in zip(pending, host):
+        if not math.isfinite(float(values["loss"])):
+          raise NonFiniteLossError(f"loss is {float(values['loss'])} at step {at}; stopped, the last good "
+                                   f"checkpoint in {run_checkpoints.directory} is kept")
+      at, values = pending[-1][0], host[-1]
+      seconds = time.perf_counter() - window_start
+      window_tokens += sum(float(v["weighted_tokens"]) for v in host)
+      tokens_per_second = len(pending) * train_dataset_cfg.batch_size * example_length / seconds
+      scalars = {k: float(v) for k, v in values.items()}
+      scalars.update({"learning_rate": float(schedule(at - 1)), "tokens_per_second": tokens_per_second,
+                      "weighted_tokens_per_second": window_tokens / seconds,
+                      "mfu": flops_per_token * tokens_per_second / (peak_flops_per_device * jax.device_count()),
+                      "stage": float(stage_index)})
+      writer.write_scalars(at, scalars)
+      bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
+                      tok_s=f"{tokens_per_second:,.0f}")
+      pending, window_start, window_tokens = [], time.perf_counter(), 0.0
+      return scalars["loss"]
+
+    try:
+      while stage_index < len(stages):
+        name, stage_steps = stages[stage_index]
+        batches = _batches(dataclasses.replace(train_dataset_cfg, mixture_or_task_name=name), stage_step)
+        while stage_step < stage_steps:
+          state, metrics = train_step(state, _global_batch(next(batches), partitioner))
+          step, stage_step = step + 1, stage_step + 1
+          pending.append((step, metrics))
+          bar.update(1)
+          if step % log_period == 0:
+            last_loss = flush()
+          if eval_period and train_eval_dataset_cfg is not None and step % eval_period == 0:
+            _evaluate(eval_step, state["params"], train_eval_dataset_cfg, eval_steps, partitioner, writer, step)
+          if step % checkpoint_cfg.save.period == 0 or stage_step == stage_steps:
+            last_loss = flush() or last_loss  # Never save a state whose loss was not finite.
+            finished_stage = stage_step == stage_steps
+            if finished_stage:
+              stage_index, stage_step = stage_index + 1, 0
+            run_checkpoints.save(step, state, meta_now())
+            if finished_stage:
+              break
+        else:
+          stage_index, stage_step = stage_index + 1, 0
+      last_loss = flush() or last_loss
+    finally:
+      bar.close()
+      run_checkpoints.close()
+      writer.flush()
+      writer.close()
+  seconds = time.perf_counter() - start_time
+  if jax.process_index() == 0:
+    logger.info("trained to step %d in %.1f s", step, seconds)
+  return TrainSummary(str(model_path), step, last_loss, resumed_from, seconds)
+
+
+def _strip_boxes(tree: Any) -> Any:
+  """The tree with logical-axis boxes removed (no sharding constraint: it may hold shapes only)."""
+  return jax.tree_util.tree_map(lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.LogicallyPartitioned)
+                                else x, tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def _data_parallelism(partitioner: Partitioner) -> int:
+  axes = partitioner.spec(("batch",))[0]
+  axes = () if axes is None else axes if isinstance(axes, tuple) else (axes,)
+  return math.prod(partitioner.mesh.shape[a] for a in axes)
+
+
+def _check_vocabulary(model: TransformerConfig) -> None:
+  from masksearch_jax.data import seqio_tasks
+  size = seqio_tasks.VOCABULARY.vocabulary.vocab_size
+  if size > model.vocab_size:
+    raise ValueError(f"the vocabulary has {size} ids but the model's vocab_size is {model.vocab_size}; set "
+                     f"TransformerConfig.vocab_size to at least {size}")
+
+
+def _batches(cfg: DatasetConfig, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+  ds = input_pipeline.get_dataset(cfg, shard_id=jax.process_index(), num_shards=jax.process_count(),
+                                  num_epochs=None, start_step=start_step)
+  return ds.as_numpy_iterator()
+
+
+def _initial_state(run_checkpoints, restore_cfg, abstract_state, init_boxed, state_shardings, random_seed,
+                   initial_checkpoint_path, model):
+  """The state to start from: this run's checkpoint, else initial parameters, else fresh."""
+  if restore_cfg.mode == "specific":
+    if restore_cfg.step not in run_checkpoints.steps():
+      raise FileNotFoundError(f"no checkpoint of step {restore_cfg.step} in {run_checkpoints.directory} "
+                              f"(have {run_checkpoints.steps()})")
+    restore_step = restore_cfg.step
+  else:
+    restore_step = run_checkpoints.latest_step()
+  if restore_step is not None:
+    state, meta = run_checkpoints.restore(restore_step, abstract_state)
+    if meta.get("model") and TransformerConfig(**meta["model"]) != model:
+      raise ValueError(f"checkpoint {restore_step} in {run_checkpoints.directory} is of another model: "
+                       f"{meta['model']}")
+    logger.info("resuming from step %d (%s)", restore_step, run_checkpoints.directory)
+    return state, meta, restore_step
+  if not restore_cfg.fallback_to_scratch and not initial_checkpoint_path:
+    raise FileNotFoundError(f"no checkpoint in {run_checkpoints.directory} and fallback_to_scratch is off")
+  init = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_shardings)
+  state = init(jax.random.PRNGKey(random_seed))
+  if initial_checkpoint_path:
+    params = checkpoints_lib.load_params(initial_checkpoint_path, abstract_state["params"])
+    state = {**state, "params": params}
+    logger.info("starting from the parameters in %s", initial_checkpoint_path)
+  return state, {}, None
+
+
+def _evaluate(eval_step, params, cfg: DatasetConfig, steps: int, partitioner: Partitioner, writer, step: int):
+  ds = input_pipeline.get_dataset(cfg, shard_id=jax.process_index(), num_shards=jax.process_count(), num_epochs=1)
+  totals = {"loss": 0.0, "correct": 0.0, "weight": 0.0}
+  for local in ds.take(steps).as_numpy_iterator():
+    sums = jax.device_get(eval_step(params, _global_batch(local, partitioner)))
+    for k in totals:
+      totals[k] += float(sums[k])
+  weight = max(totals["weight"], 1.0)
+  writer.write_scalars(step, {"eval/loss": totals["loss"] / weight, "eval/accuracy": totals["correct"] / weight})
