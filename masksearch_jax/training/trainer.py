@@ -17,8 +17,6 @@ optional z-loss.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import logging
 import math
 import time
