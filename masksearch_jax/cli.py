@@ -259,6 +259,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
   errors: list[type[Exception]] = [CorpusFormatError, FileExistsError, FileNotFoundError, ConfigError]
   if "masksearch_jax.retrieval.tantivy_index" in sys.modules:
     errors.append(sys.modules["masksearch_jax.retrieval.tantivy_index"].IncompleteIndexError)
+  if "masksearch_jax.training.trainer" in sys.modules:
+    errors.append(sys.modules["masksearch_jax.training.trainer"].NonFiniteLossError)
   if "masksearch_jax.retrieval.client" in sys.modules:
     errors.append(sys.modules["masksearch_jax.retrieval.client"].RetrievalError)
   return tuple(errors)

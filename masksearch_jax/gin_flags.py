@@ -68,16 +68,6 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (), search_paths: 
     gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=finalize)
   except (ValueError, AttributeError, TypeError, ImportError, OSError) as e:
     raise ConfigError(f"Gin: {_one_line(e)}") from e
-  missing = missing_required_macros()
-  if missing:
-    raise ConfigError(f"Gin: required macros not set: {', '.join(missing)} (set them with --gin.NAME=VALUE)")
-
-
-def missing_required_macros() -> list[str]:
-  """Macros still bound to %gin.REQUIRED (gin 0.5 does not enforce them under dynamic registration)."""
-  import gin
-  return sorted(scope for (scope, selector), params in gin.config._CONFIG.items()  # pylint: disable=protected-access
-                if selector == "gin.macro" and repr(params.get("value")) == "%gin.REQUIRED")
 
 
 def call_configured(fn: Callable[[], Any]) -> Any:

@@ -274,3 +274,39 @@ def tiny_tasks(tiny_world_vocabulary):
   yield configure
   gin.clear_config()
   seqio_tasks.VOCABULARY.reset()
+
+
+# -- training runs on the tiny world ----------------------------------------------------------
+
+TINY_RUN_GIN = """
+from __gin__ import dynamic_registration
+from masksearch_jax.data import ramp_source
+from masksearch_jax.data import seqio_tasks
+from masksearch_jax.data import vocabularies
+from masksearch_jax.data import world
+from masksearch_jax.models import transformer
+
+ramp_source.RampCorpus.world = @world.WorldConfig()
+seqio_tasks.QAFiles.world = @world.WorldConfig()
+seqio_tasks.default_vocabulary.vocabulary = @vocabularies.world_vocabulary()
+vocabularies.world_vocabulary.world = @world.WorldConfig()
+world.WorldConfig.seed = 0
+world.WorldConfig.size = 400
+
+transformer.TransformerConfig.d_model = 32
+transformer.TransformerConfig.num_heads = 2
+transformer.TransformerConfig.num_kv_heads = 1
+transformer.TransformerConfig.mlp_dim = 64
+TASK_FEATURE_LENGTHS = {'inputs': 160, 'targets': 128}
+BATCH_SIZE = 4
+WARMUP_STEPS = 2
+"""
+
+
+@pytest.fixture
+def tiny_run_gin(tmp_path):
+  """A Gin file that points a training run (after models/tiny.gin and a run file) at the tiny world
+  and shrinks the model, for `masksearch train --gin_file=...` in tests and subprocesses."""
+  path = tmp_path / "tiny_run.gin"
+  path.write_text(TINY_RUN_GIN)
+  return path

@@ -46,6 +46,13 @@ class DatasetConfig:
   module: str | None = "tasks"
 
 
+def provider(cfg: DatasetConfig) -> seqio.DatasetProviderBase:
+  """The registered task or mixture `cfg` names (importing `cfg.module` first)."""
+  if cfg.module:
+    importlib.import_module(cfg.module)
+  return _provider(cfg.mixture_or_task_name)
+
+
 def _provider(name: str) -> seqio.DatasetProviderBase:
   if name in seqio.MixtureRegistry.names():
     return seqio.MixtureRegistry.get(name)
@@ -72,8 +79,6 @@ def get_dataset(cfg: DatasetConfig, *, shard_id: int = 0, num_shards: int = 1,
   Returns:
     A dataset of dicts of [batch_size // num_shards, length] arrays.
   """
-  if cfg.module:
-    importlib.import_module(cfg.module)
   if cfg.batch_size % num_shards:
     raise ValueError(f"batch_size {cfg.batch_size} does not divide among {num_shards} hosts")
   if not 0 <= shard_id < num_shards:
@@ -81,8 +86,7 @@ def get_dataset(cfg: DatasetConfig, *, shard_id: int = 0, num_shards: int = 1,
   if feature_converter is None:
     from masksearch_jax.data.feature_converters import AgentLMFeatureConverter
     feature_converter = AgentLMFeatureConverter(pack=cfg.pack)
-  provider = _provider(cfg.mixture_or_task_name)
-  ds = seqio.get_dataset(provider, task_feature_lengths=dict(cfg.task_feature_lengths),
+  ds = seqio.get_dataset(provider(cfg), task_feature_lengths=dict(cfg.task_feature_lengths),
                          feature_converter=feature_converter, dataset_split=cfg.split, use_cached=cfg.use_cached,
                          shuffle=cfg.shuffle, num_epochs=num_epochs,
                          shard_info=seqio.ShardInfo(shard_id, num_shards), verbose=False, seed=cfg.seed)

@@ -22,6 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from masksearch_jax.models.transformer import TransformerConfig
+from masksearch_jax.errors import ConfigError
 
 
 # -- configs ------------------------------------------------------------------------------------
@@ -62,9 +63,9 @@ class RestoreCheckpointConfig:
 
   def __post_init__(self):
     if self.mode not in ("latest", "specific"):
-      raise ValueError(f"RestoreCheckpointConfig.mode must be 'latest' or 'specific', got {self.mode!r}")
+      raise ConfigError(f"RestoreCheckpointConfig.mode must be 'latest' or 'specific', got {self.mode!r}")
     if self.mode == "specific" and self.step is None:
-      raise ValueError("RestoreCheckpointConfig.mode = 'specific' needs RestoreCheckpointConfig.step")
+      raise ConfigError("RestoreCheckpointConfig.mode = 'specific' needs RestoreCheckpointConfig.step")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from masksearch_jax.errors import ConfigError
+
 # Logical axis -> mesh axis (or axes, or None: replicated). The first rule for a
 # name wins; `batch` spreads over every data-parallel axis.
 DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
@@ -66,16 +68,16 @@ class Partitioner:
     sizes = dict(self.mesh_axes)
     unknown = [name for name, size in sizes.items() if size == -1]
     if len(unknown) > 1:
-      raise ValueError(f"only one mesh axis may be -1, got {unknown}")
+      raise ConfigError(f"only one mesh axis may be -1, got {unknown}")
     if any(size < 1 and size != -1 for size in sizes.values()):
-      raise ValueError(f"mesh axis sizes must be positive or -1, got {sizes}")
+      raise ConfigError(f"mesh axis sizes must be positive or -1, got {sizes}")
     known = math.prod(size for size in sizes.values() if size != -1)
     if unknown:
       if num_devices % known:
-        raise ValueError(f"mesh axes {sizes}: {num_devices} devices do not divide by {known}")
+        raise ConfigError(f"mesh axes {sizes}: {num_devices} devices do not divide by {known}")
       sizes[unknown[0]] = num_devices // known
     if math.prod(sizes.values()) != num_devices:
-      raise ValueError(f"mesh axes {sizes} need {math.prod(sizes.values())} devices, but there are {num_devices}")
+      raise ConfigError(f"mesh axes {sizes} need {math.prod(sizes.values())} devices, but there are {num_devices}")
     return sizes
 
   @property
@@ -134,7 +136,7 @@ class Partitioner:
         parts = math.prod(sizes[a] for a in axes)
         if shape[dim] % parts:
           name = "/".join(str(getattr(k, "key", k)) for k in path)
-          raise ValueError(
+          raise ConfigError(
               f"{what} {name}: dimension {dim} ('{logical}', size {shape[dim]}) does not divide by mesh axis "
               f"{'x'.join(axes)} (size {parts}); change the mesh or the logical_axis_rules for '{logical}'")
 
@@ -144,7 +146,7 @@ class Partitioner:
     axes = () if axes is None else axes if isinstance(axes, tuple) else (axes,)
     parts = math.prod(self.mesh.shape[a] for a in axes)
     if global_batch_size % parts:
-      raise ValueError(f"batch size {global_batch_size} does not divide by mesh axes {'x'.join(axes)} "
+      raise ConfigError(f"batch size {global_batch_size} does not divide by mesh axes {'x'.join(axes)} "
                        f"(size {parts})")
     if global_batch_size % jax.process_count():
-      raise ValueError(f"batch size {global_batch_size} does not divide among {jax.process_count()} hosts")
+      raise ConfigError(f"batch size {global_batch_size} does not divide among {jax.process_count()} hosts")

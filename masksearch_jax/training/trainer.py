@@ -31,6 +31,7 @@ import optax
 
 from masksearch_jax.data import input_pipeline
 from masksearch_jax.data.input_pipeline import DatasetConfig
+from masksearch_jax.errors import ConfigError
 from masksearch_jax.models.transformer import Decoder, TransformerConfig
 from masksearch_jax.training import checkpoints as checkpoints_lib
 from masksearch_jax.training.partitioning import Partitioner
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 Batch = dict[str, jax.Array]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(ArithmeticError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
@@ -126,7 +127,7 @@ def make_train_step(config: TransformerConfig, optimizer: optax.GradientTransfor
     new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "step": state["step"] + 1}
     metrics = {"loss": sums["loss"] / normalizer, "z_loss": sums["z_loss"] / normalizer,
                "accuracy": sums["correct"] / jnp.maximum(sums["weight"], 1.0), "weighted_tokens": sums["weight"],
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return new_state, metrics
 
   return step
@@ -168,6 +169,19 @@ def warmup_cosine_schedule(peak_value: float, warmup_steps: int, total_steps: in
                                             end_value=peak_value * end_fraction)
 
 
+def even_curriculum(mixtures: Sequence[str], total_steps: int) -> list[tuple[str, int]]:
+  """Stages of (nearly) equal length over `mixtures`, in order, summing to `total_steps`.
+
+  Args:
+    mixtures: One task or mixture per stage, e.g. the RAMP curriculum stages 1 to 4.
+    total_steps: Steps in all (TRAIN_STEPS); the first stages take any remainder.
+  """
+  if total_steps < len(mixtures):
+    raise ValueError(f"{total_steps} steps cannot make {len(mixtures)} curriculum stages")
+  base, extra = divmod(total_steps, len(mixtures))
+  return [(name, base + (i < extra)) for i, name in enumerate(mixtures)]
+
+
 def default_optimizer(learning_rate: optax.Schedule | float) -> optax.GradientTransformation:
   """AdamW with weight decay 0.01 (used when OPTIMIZER is not set)."""
   return optax.adamw(learning_rate, b1=0.9, b2=0.95, weight_decay=0.01)
@@ -180,10 +194,10 @@ def _stages(curriculum: Sequence[tuple[str, int]] | None, cfg: DatasetConfig,
     return [(cfg.mixture_or_task_name, total_steps)]
   stages = [(str(name), int(steps)) for name, steps in curriculum]
   if sum(steps for _, steps in stages) != total_steps:
-    raise ValueError(f"the curriculum's stages sum to {sum(s for _, s in stages)} steps, but total_steps is "
+    raise ConfigError(f"the curriculum's stages sum to {sum(s for _, s in stages)} steps, but total_steps is "
                      f"{total_steps}: {stages}")
   if any(steps < 1 for _, steps in stages):
-    raise ValueError(f"every curriculum stage needs at least one step: {stages}")
+    raise ConfigError(f"every curriculum stage needs at least one step: {stages}")
   return stages
 
 
@@ -267,9 +281,13 @@ def train(*,
   model_path = Path(model_dir).absolute()
   _write_config(model_path)
   stages = _stages(curriculum, train_dataset_cfg, total_steps)
+  for name, _ in stages:  # A wrong name fails now, not after the model is built.
+    input_pipeline.provider(dataclasses.replace(train_dataset_cfg, mixture_or_task_name=name))
+  if train_eval_dataset_cfg is not None and eval_period:
+    input_pipeline.provider(train_eval_dataset_cfg)
   partitioner.check_batch(train_dataset_cfg.batch_size)
   if train_dataset_cfg.batch_size % (gradient_accumulation_steps * _data_parallelism(partitioner)):
-    raise ValueError(f"batch size {train_dataset_cfg.batch_size} does not divide into {gradient_accumulation_steps} "
+    raise ConfigError(f"batch size {train_dataset_cfg.batch_size} does not divide into {gradient_accumulation_steps} "
                      f"micro-batches over {_data_parallelism(partitioner)} data-parallel devices")
   _check_vocabulary(model)
 
@@ -299,7 +317,7 @@ def train(*,
     state, meta, resumed_from = _initial_state(run_checkpoints, checkpoint_cfg.restore, abstract_state, init_boxed,
                                                state_shardings, random_seed, initial_checkpoint_path, model)
     if meta.get("stages") and meta["stages"] != [list(s) for s in stages]:
-      raise ValueError(f"the checkpoint in {run_checkpoints.directory} was written by a run with curriculum "
+      raise ConfigError(f"the checkpoint in {run_checkpoints.directory} was written by a run with curriculum "
                        f"{meta['stages']}, not {stages}")
 
     train_step = jax.jit(make_train_step(model, transform, accumulation_steps=gradient_accumulation_steps,
@@ -399,7 +417,7 @@ def _check_vocabulary(model: TransformerConfig) -> None:
   from masksearch_jax.data import seqio_tasks
   size = seqio_tasks.VOCABULARY.vocabulary.vocab_size
   if size > model.vocab_size:
-    raise ValueError(f"the vocabulary has {size} ids but the model's vocab_size is {model.vocab_size}; set "
+    raise ConfigError(f"the vocabulary has {size} ids but the model's vocab_size is {model.vocab_size}; set "
                      f"TransformerConfig.vocab_size to at least {size}")
 
 
@@ -422,7 +440,7 @@ def _initial_state(run_checkpoints, restore_cfg, abstract_state, init_boxed, sta
   if restore_step is not None:
     state, meta = run_checkpoints.restore(restore_step, abstract_state)
     if meta.get("model") and TransformerConfig(**meta["model"]) != model:
-      raise ValueError(f"checkpoint {restore_step} in {run_checkpoints.directory} is of another model: "
+      raise ConfigError(f"checkpoint {restore_step} in {run_checkpoints.directory} is of another model: "
                        f"{meta['model']}")
     logger.info("resuming from step %d (%s)", restore_step, run_checkpoints.directory)
     return state, meta, restore_step
