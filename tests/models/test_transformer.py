@@ -1,0 +1,110 @@
+"""Tests of the decoder (masksearch_jax/models/transformer.py)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from masksearch_jax.models.transformer import Decoder, TransformerConfig, rope_frequencies
+
+SMALL = TransformerConfig(vocab_size=97, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, mlp_dim=64,
+                          qkv_bias=True)
+
+
+def _init(config, length=8):
+  boxed = Decoder(config).init(jax.random.PRNGKey(0), jnp.zeros((1, length), jnp.int32))["params"]
+  return boxed, nn.unbox(boxed)
+
+
+def test_every_parameter_has_logical_axes_and_the_count_matches():
+  boxed, params = _init(SMALL)
+  leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  assert all(isinstance(leaf, nn.LogicallyPartitioned) and len(leaf.names) == leaf.value.ndim for leaf in leaves)
+  layer_leaves = jax.tree_util.tree_leaves(boxed["layers"], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  assert all(leaf.names[0] == "layers" and leaf.value.shape[0] == SMALL.num_layers for leaf in layer_leaves)
+  assert sum(x.size for x in jax.tree_util.tree_leaves(params)) == SMALL.num_params()
+  tied = TransformerConfig(**{**SMALL.__dict__, "tie_embeddings": True})
+  assert "lm_head" not in _init(tied)[1] and tied.num_params() == SMALL.num_params() - 97 * 32
+
+
+def test_packed_rows_equal_the_examples_run_alone():
+  _, params = _init(SMALL)
+  rng = np.random.default_rng(0)
+  a, b = rng.integers(0, 97, (1, 5)), rng.integers(0, 97, (1, 9))
+  packed = jnp.concatenate([a, b, np.zeros((1, 2), np.int64)], axis=1)
+  segments = jnp.array([[1] * 5 + [2] * 9 + [0] * 2])
+  positions = jnp.array([list(range(5)) + list(range(9)) + [0, 0]])
+  model = Decoder(SMALL)
+  out = model.apply({"params": params}, packed, positions, segments)
+  alone_a = model.apply({"params": params}, jnp.asarray(a))
+  alone_b = model.apply({"params": params}, jnp.asarray(b))
+  np.testing.assert_allclose(out[0, :5], alone_a[0], atol=2e-5)
+  np.testing.assert_allclose(out[0, 5:14], alone_b[0], atol=2e-5)
+
+
+def test_causal_a_token_never_sees_the_future():
+  _, params = _init(SMALL)
+  tokens = jnp.arange(10)[None] % 97
+  changed = tokens.at[0, 7].set(50)
+  model = Decoder(SMALL)
+  before, after = model.apply({"params": params}, tokens), model.apply({"params": params}, changed)
+  np.testing.assert_allclose(before[0, :7], after[0, :7], atol=1e-6)
+  assert not np.allclose(before[0, 7:], after[0, 7:])
+
+
+def test_grouped_query_attention_equals_repeated_key_value_heads():
+  """GQA with 2 key/value heads equals MHA whose 4 key/value heads repeat them."""
+  gqa = TransformerConfig(**{**SMALL.__dict__, "qkv_bias": False})
+  mha = TransformerConfig(**{**gqa.__dict__, "num_kv_heads": 4})
+  _, params = _init(gqa)
+  repeat = lambda x: jnp.repeat(x, 2, axis=2)  # noqa: E731  [layers, d_model, kv_heads, head_dim]
+  mha_params = jax.tree_util.tree_map(lambda x: x, params)
+  mha_params["layers"]["attention"]["key_kernel"] = repeat(params["layers"]["attention"]["key_kernel"])
+  mha_params["layers"]["attention"]["value_kernel"] = repeat(params["layers"]["attention"]["value_kernel"])
+  tokens = jnp.arange(12)[None] % 97
+  np.testing.assert_allclose(Decoder(gqa).apply({"params": params}, tokens),
+                             Decoder(mha).apply({"params": mha_params}, tokens), atol=2e-5)
+
+
+def test_llama3_rope_scaling_keeps_high_and_divides_low_frequencies():
+  base = TransformerConfig(d_model=256, num_heads=2, num_kv_heads=2, rope_theta=500000.0)
+  scaled = TransformerConfig(**{**base.__dict__, "rope_scaling": {
+      "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})
+  plain, adjusted = np.asarray(rope_frequencies(base)), np.asarray(rope_frequencies(scaled))
+  wavelength = 2 * np.pi / plain
+  high, low = wavelength < 8192 / 4, wavelength > 8192
+  np.testing.assert_allclose(adjusted[high], plain[high])
+  np.testing.assert_allclose(adjusted[low], plain[low] / 8.0)
+  middle = ~high & ~low
+  assert np.all((adjusted[middle] < plain[middle]) & (adjusted[middle] > plain[middle] / 8.0))
+
+
+@pytest.mark.parametrize("remat", ["none", "full", "dots"])
+def test_remat_and_bfloat16_give_the_same_gradients(remat):
+  config = TransformerConfig(**{**SMALL.__dict__, "remat": remat})
+  _, params = _init(config)
+  tokens = jnp.arange(12)[None] % 97
+
+  def loss(p, c):
+    return Decoder(c).apply({"params": p}, tokens).mean()
+
+  reference = jax.grad(loss)(params, SMALL)
+  np.testing.assert_allclose(jax.tree_util.tree_leaves(jax.grad(loss)(params, config))[0],
+                             jax.tree_util.tree_leaves(reference)[0], atol=1e-6)
+  bf16 = TransformerConfig(**{**config.__dict__, "dtype": "bfloat16"})
+  grads = jax.grad(loss)(params, bf16)
+  assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))  # Parameters stay float32.
+  assert float(jnp.abs(Decoder(bf16).apply({"params": params}, tokens) -
+                       Decoder(SMALL).apply({"params": params}, tokens)).max()) < 0.1
+
+
+def test_bad_configs_are_refused():
+  with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+    TransformerConfig(num_heads=4, num_kv_heads=3)
+  with pytest.raises(ValueError, match="dtype"):
+    TransformerConfig(dtype="float16")
+  with pytest.raises(ValueError, match="remat"):
+    TransformerConfig(remat="some")
