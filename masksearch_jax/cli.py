@@ -208,6 +208,36 @@ def _run_train(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_import_hf(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("import-hf", help="Import a Hugging Face Qwen2/Llama checkpoint as a parameter checkpoint.")
+  p.add_argument("--hf_dir", required=True, help="Directory with config.json and *.safetensors.")
+  p.add_argument("--out", required=True, help="Parameter checkpoint to write (INITIAL_CHECKPOINT_PATH).")
+  p.set_defaults(func=_run_import_hf)
+
+
+def _add_export_hf(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("export-hf", help="Export a checkpoint as a Hugging Face Qwen2/Llama checkpoint.")
+  p.add_argument("--checkpoint", required=True, help="A parameter checkpoint (params/ and model_config.json).")
+  p.add_argument("--out", required=True, help="Directory to write config.json and safetensors into.")
+  p.add_argument("--model_type", required=True, choices=("qwen2", "llama"))
+  p.add_argument("--max_shard_bytes", type=int, default=None, help="Split the weights into files of this size.")
+  p.add_argument("--overwrite", action="store_true")
+  p.set_defaults(func=_run_export_hf)
+
+
+def _run_import_hf(args: argparse.Namespace) -> int:
+  from masksearch_jax.models import hf_io
+  hf_io.import_to_checkpoint(args.hf_dir, args.out)
+  return 0
+
+
+def _run_export_hf(args: argparse.Namespace) -> int:
+  from masksearch_jax.models import hf_io
+  hf_io.export_from_checkpoint(args.checkpoint, args.out, args.model_type, args.max_shard_bytes,
+                               overwrite=args.overwrite)
+  return 0
+
+
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser("quickstart", help="Run the main job on the embedded world (gin/quickstart.gin).")
   _add_gin_flags(p)
@@ -238,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="masksearch", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   for add in (_add_quickstart, _add_train, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
-              _add_train_vocab, _add_make_ramp):
+              _add_train_vocab, _add_make_ramp, _add_import_hf, _add_export_hf):
     add(sub)
   args = parser.parse_args(argv)
   try:
@@ -259,6 +289,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
   errors: list[type[Exception]] = [CorpusFormatError, FileExistsError, FileNotFoundError, ConfigError]
   if "masksearch_jax.retrieval.tantivy_index" in sys.modules:
     errors.append(sys.modules["masksearch_jax.retrieval.tantivy_index"].IncompleteIndexError)
+  if "masksearch_jax.models.hf_io" in sys.modules:
+    hf_io = sys.modules["masksearch_jax.models.hf_io"]
+    errors += [hf_io.UnsupportedHFConfigError, hf_io.CheckpointMismatchError]
   if "masksearch_jax.training.trainer" in sys.modules:
     errors.append(sys.modules["masksearch_jax.training.trainer"].NonFiniteLossError)
   if "masksearch_jax.retrieval.client" in sys.modules:

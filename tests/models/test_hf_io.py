@@ -387,3 +387,26 @@ def test_import_to_checkpoint_and_export_from_checkpoint(tmp_path, capsys):
   reloaded = Qwen2ForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
   tokens = _tokens(1)
   assert _max_diff(_hf_logits(reloaded, tokens), _hf_logits(model, tokens)) <= TOLERANCE
+
+
+def test_cli_import_then_export_round_trip(tmp_path, capsys):
+  import transformers
+
+  from masksearch_jax import cli
+  torch.manual_seed(0)
+  config = transformers.Qwen2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+  transformers.Qwen2ForCausalLM(config).eval().save_pretrained(tmp_path / "hf")
+  assert cli.main(["import-hf", "--hf_dir", str(tmp_path / "hf"), "--out", str(tmp_path / "ckpt")]) == 0
+  assert cli.main(["export-hf", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "back"),
+                   "--model_type", "qwen2"]) == 0
+  original = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path / "hf").eval()
+  exported = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path / "back").eval()
+  tokens = torch.arange(12)[None]
+  with torch.no_grad():
+    assert torch.equal(original(tokens).logits, exported(tokens).logits)
+  capsys.readouterr()
+  assert cli.main(["export-hf", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "as_llama"),
+                   "--model_type", "llama"]) == 2
+  assert "bias" in capsys.readouterr().err  # Refused: a model with q/k/v biases is not a Llama.
+  assert not (tmp_path / "as_llama").exists()
