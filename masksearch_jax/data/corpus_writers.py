@@ -21,19 +21,15 @@ name, and refuses to replace an existing target unless `overwrite=True`.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import dataclasses
-import gzip
-import io
 import itertools
 import json
 import os
 import pathlib
-import secrets
-import shutil
-from typing import IO, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
+from masksearch_jax.data.atomic_files import atomic_output, atomic_text, open_text
 from masksearch_jax.data.corpus_readers import masksearch_filename
 from masksearch_jax.data.passage import Passage
 
@@ -58,83 +54,6 @@ class WriteSummary:
   files: int
 
 
-# ---------------------------------------------------------------------------------------------
-# Atomic output.
-
-
-def _temporary_sibling(target: pathlib.Path, tag: str) -> pathlib.Path:
-  return target.with_name(f".{target.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _remove(path: pathlib.Path) -> None:
-  if path.is_dir() and not path.is_symlink():
-    shutil.rmtree(path)
-  elif path.exists() or path.is_symlink():
-    path.unlink()
-
-
-@contextlib.contextmanager
-def _atomic_output(target: str | os.PathLike, *, overwrite: bool, directory: bool) -> Iterator[pathlib.Path]:
-  """Yields a temporary path to fill; on success it replaces `target`, on failure it is removed.
-
-  Args:
-    target: The final file or directory.
-    overwrite: Replace an existing target; otherwise raise before writing anything.
-    directory: Create the temporary path as an empty directory (else it does not exist yet).
-
-  Raises:
-    FileExistsError: `target` exists and `overwrite` is false.
-  """
-  target = pathlib.Path(target)
-  if (target.exists() or target.is_symlink()) and not overwrite:
-    raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
-  target.parent.mkdir(parents=True, exist_ok=True)
-  tmp = _temporary_sibling(target, "tmp")
-  if directory:
-    tmp.mkdir()
-  try:
-    yield tmp
-  except BaseException:
-    _remove(tmp)
-    raise
-  target_is_dir = target.is_dir() and not target.is_symlink()
-  if target_is_dir or (directory and (target.exists() or target.is_symlink())):
-    # os.replace cannot replace a directory, nor a file with a directory: move the old one
-    # aside first. The target name is briefly absent, but never names partial output.
-    old = _temporary_sibling(target, "old")
-    os.replace(target, old)
-    os.replace(tmp, target)
-    _remove(old)
-  else:
-    os.replace(tmp, target)
-
-
-@contextlib.contextmanager
-def _open_text(path: pathlib.Path, *, compression: str | None = None,
-               final_name: str = "") -> Iterator[IO[str]]:
-  """Opens a new UTF-8 text file for writing, compressed as `compression` ("gz" or "bz2")."""
-  with open(path, "xb") as raw:
-    if compression == "gz":
-      # A fixed mtime and the final name keep the bytes independent of when and where.
-      stream = gzip.GzipFile(filename=final_name.removesuffix(".gz"), mode="wb", fileobj=raw,
-                             compresslevel=6, mtime=0)
-    elif compression == "bz2":
-      stream = bz2.BZ2File(raw, "wb")
-    elif compression is None:
-      stream = raw
-    else:
-      raise ValueError(f"unknown compression {compression!r}")
-    # Closing `text` closes `stream`; a compressed stream leaves `raw` open for the fsync.
-    with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as text:
-      yield text
-      if stream is raw:
-        text.flush()
-        os.fsync(raw.fileno())
-    if stream is not raw:
-      raw.flush()
-      os.fsync(raw.fileno())
-
-
 def _compression_of(path: pathlib.Path) -> str | None:
   if path.name.endswith(".gz"):
     return "gz"
@@ -148,12 +67,11 @@ def _write_lines_file(lines: Iterable[str], path: str | os.PathLike, *,
   """Writes one line per item of `lines` atomically; compression follows the suffix."""
   target = pathlib.Path(path)
   count = 0
-  with _atomic_output(target, overwrite=overwrite, directory=False) as tmp:
-    with _open_text(tmp, compression=_compression_of(target), final_name=target.name) as f:
-      for line in lines:
-        f.write(line)
-        f.write("\n")
-        count += 1
+  with atomic_text(target, overwrite=overwrite, compression=_compression_of(target), compresslevel=6) as f:
+    for line in lines:
+      f.write(line)
+      f.write("\n")
+      count += 1
   return str(target), count
 
 
@@ -281,7 +199,7 @@ def _write_wikiextractor(passages: Iterable[Passage], out_dir: str | os.PathLike
   if pages_per_file < 1:
     raise ValueError(f"pages_per_file must be at least 1, got {pages_per_file}")
   num_passages = num_pages = num_files = 0
-  with _atomic_output(out_dir, overwrite=overwrite, directory=True) as tmp:
+  with atomic_output(out_dir, overwrite=overwrite, directory=True) as tmp:
     with contextlib.ExitStack() as stack:
       f = None
       for page_id, (title, paragraphs) in enumerate(_pages(passages)):
@@ -290,7 +208,7 @@ def _write_wikiextractor(passages: Iterable[Passage], out_dir: str | os.PathLike
           subdir = tmp / _extractor_dir_name(num_files // _FILES_PER_DIR)
           subdir.mkdir(exist_ok=True)
           name = f"wiki_{num_files % _FILES_PER_DIR:02d}" + (".bz2" if compress else "")
-          f = stack.enter_context(_open_text(subdir / name, compression="bz2" if compress else None))
+          f = stack.enter_context(open_text(subdir / name, compression="bz2" if compress else None))
           num_files += 1
         f.write(render(page_id, title, paragraphs))
         num_pages += 1
@@ -361,7 +279,7 @@ def write_masksearch_dir(passages: Iterable[Passage], out_dir: str | os.PathLike
   """
   num_passages = num_pages = 0
   names: set[str] = set()
-  with _atomic_output(out_dir, overwrite=overwrite, directory=True) as tmp:
+  with atomic_output(out_dir, overwrite=overwrite, directory=True) as tmp:
     for title, paragraphs in _pages(passages):
       name = masksearch_filename(title)
       with open(tmp / name, "a", encoding="utf-8", newline="\n") as f:

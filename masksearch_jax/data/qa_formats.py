@@ -40,7 +40,6 @@ from __future__ import annotations
 import bz2
 import codecs
 import collections
-import contextlib
 import csv
 import dataclasses
 import gzip
@@ -48,12 +47,11 @@ import json
 import logging
 import os
 import random
-import secrets
-import shutil
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from masksearch_jax.agent import protocol
+from masksearch_jax.data.atomic_files import atomic_output, atomic_text
 from masksearch_jax.data.passage import CorpusFormatError
 from masksearch_jax.data.world import World
 from masksearch_jax.data.world_types import Question, WorldPassage
@@ -923,63 +921,12 @@ def detect_qa_format(path: str | os.PathLike) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic output.
-
-
-def _temporary_sibling(target: Path, tag: str) -> Path:
-  return target.with_name(f".{target.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _remove(path: Path) -> None:
-  if path.is_dir() and not path.is_symlink():
-    shutil.rmtree(path)
-  elif path.exists() or path.is_symlink():
-    path.unlink()
-
-
-@contextlib.contextmanager
-def _atomic_output(target: str | os.PathLike, *, overwrite: bool, directory: bool) -> Iterator[Path]:
-  """Yields a temporary path to fill; on success it replaces `target`, on failure it is removed.
-
-  Raises:
-    FileExistsError: `target` exists and `overwrite` is false (before anything is written).
-  """
-  target = Path(target)
-  if (target.exists() or target.is_symlink()) and not overwrite:
-    raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
-  target.parent.mkdir(parents=True, exist_ok=True)
-  tmp = _temporary_sibling(target, "tmp")
-  if directory:
-    tmp.mkdir()
-  try:
-    yield tmp
-  except BaseException:
-    _remove(tmp)
-    raise
-  if (target.is_dir() and not target.is_symlink()) or (directory and (target.exists() or target.is_symlink())):
-    # os.replace cannot replace a directory, nor a file by a directory: move the old one aside
-    # first. The target name is briefly absent, but never names partial output.
-    old = _temporary_sibling(target, "old")
-    os.replace(target, old)
-    os.replace(tmp, target)
-    _remove(old)
-  else:
-    os.replace(tmp, target)
-
-
-@contextlib.contextmanager
-def _atomic_text(target: str | os.PathLike, *, overwrite: bool) -> Iterator[IO[str]]:
-  """A new UTF-8 text file that appears under `target` only once it is complete."""
-  with _atomic_output(target, overwrite=overwrite, directory=False) as tmp:
-    with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-      yield f
-      f.flush()
-      os.fsync(f.fileno())
+# Writing JSON records.
 
 
 def _write_jsonl(records: Iterable[dict], path: str | os.PathLike, *, overwrite: bool) -> int:
   count = 0
-  with _atomic_text(path, overwrite=overwrite) as f:
+  with atomic_text(path, overwrite=overwrite) as f:
     for record in records:
       f.write(json.dumps(record, ensure_ascii=False))
       f.write("\n")
@@ -990,7 +937,7 @@ def _write_jsonl(records: Iterable[dict], path: str | os.PathLike, *, overwrite:
 def _write_json_list(records: Iterable[dict], path: str | os.PathLike, *, overwrite: bool) -> int:
   """Writes a JSON list one record a line, without holding the list in memory."""
   count = 0
-  with _atomic_text(path, overwrite=overwrite) as f:
+  with atomic_text(path, overwrite=overwrite) as f:
     f.write("[")
     for record in records:
       f.write(",\n" if count else "\n")
@@ -1258,7 +1205,7 @@ def write_2wiki(world: World, questions: Iterable[Question], out_dir: str | os.P
       known_demonyms.extend(d for d in demonyms if d not in known_demonyms)
     by_split.setdefault(question.split, []).append(_twowiki_record(pages, question, answer_id, num_distractors, seed))
   counts = {}
-  with _atomic_output(out_dir, overwrite=overwrite, directory=True) as tmp:
+  with atomic_output(out_dir, overwrite=overwrite, directory=True) as tmp:
     for split, records in by_split.items():
       counts[f"{split}.json"] = _write_json_list(records, tmp / f"{split}.json", overwrite=False)
     counts[TWOWIKI_ALIASES] = _write_jsonl(
@@ -1300,7 +1247,7 @@ def write_world_questions(world: World, out_dir: str | os.PathLike, formats: Seq
     if fmt == "2wiki":
       write_2wiki(world, world.questions, target, seed=seed, overwrite=overwrite)
     else:
-      with _atomic_output(target, overwrite=overwrite, directory=True) as tmp:
+      with atomic_output(target, overwrite=overwrite, directory=True) as tmp:
         for split, questions in by_split.items():
           if fmt == "flashrag":
             write_flashrag(questions, tmp / f"{split}.jsonl")
@@ -1340,7 +1287,7 @@ def write_searchr1_parquet(examples: Iterable[QAExample | Question], path: str |
       ("metadata", pa.string()),
   ])
   count = 0
-  with _atomic_output(path, overwrite=overwrite, directory=False) as tmp:
+  with atomic_output(path, overwrite=overwrite, directory=False) as tmp:
     with pq.ParquetWriter(tmp, schema) as writer:
       rows: list[dict] = []
       for record in examples:
