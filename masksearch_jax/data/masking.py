@@ -49,19 +49,17 @@ contain `[mask]` themselves, so masks are counted in the paragraph part only.
 from __future__ import annotations
 
 import bz2
-import contextlib
 import gzip
-import io
 import json
 import logging
 import math
 import os
 import pathlib
 import random
-import secrets
 from typing import IO, Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 from masksearch_jax.agent.protocol import MASK, RAMP_INSTRUCTION
+from masksearch_jax.data.atomic_files import atomic_text
 from masksearch_jax.data.passage import CorpusFormatError
 from masksearch_jax.data.spans import Span
 
@@ -594,40 +592,6 @@ def _compression(path: pathlib.Path) -> str | None:
   return {".gz": "gz", ".bz2": "bz2"}.get(path.suffix)
 
 
-@contextlib.contextmanager
-def _atomic_text(target: pathlib.Path, *, overwrite: bool) -> Iterator[IO[str]]:
-  """A UTF-8 text stream whose content replaces `target` on success, and vanishes on failure."""
-  if (target.exists() or target.is_symlink()) and not overwrite:
-    raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
-  if target.is_dir():
-    raise IsADirectoryError(f"{target} is a directory")
-  target.parent.mkdir(parents=True, exist_ok=True)
-  tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-  try:
-    with open(tmp, "xb") as raw:
-      compression = _compression(target)
-      if compression == "gz":
-        # A fixed mtime and the final name keep the bytes independent of when and where.
-        stream: IO[bytes] = gzip.GzipFile(filename=target.name.removesuffix(".gz"), mode="wb",
-                                          fileobj=raw, mtime=0)
-      elif compression == "bz2":
-        stream = bz2.BZ2File(raw, "wb")
-      else:
-        stream = raw
-      with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as text:
-        yield text
-        text.flush()
-        if stream is raw:
-          os.fsync(raw.fileno())
-      if stream is not raw:
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, target)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
-
-
 def write_ramp_jsonl(records: Iterable[dict], path: str | os.PathLike, *, overwrite: bool = False,
                      strict: bool = True) -> int:
   """Writes RAMP records one a line, atomically (`.gz` / `.bz2` suffix: compressed).
@@ -645,8 +609,13 @@ def write_ramp_jsonl(records: Iterable[dict], path: str | os.PathLike, *, overwr
     ValueError: A malformed record ("record N: ..."); nothing is written.
     FileExistsError: `path` exists and `overwrite` is false.
   """
+  target = pathlib.Path(path)
+  # `atomic_text` would replace a directory by the file; refuse. Without `overwrite` any existing
+  # target, a directory too, is its FileExistsError.
+  if overwrite and target.is_dir():
+    raise IsADirectoryError(f"{target} is a directory")
   count = 0
-  with _atomic_text(pathlib.Path(path), overwrite=overwrite) as f:
+  with atomic_text(target, overwrite=overwrite, compression=_compression(target)) as f:
     for i, record in enumerate(records):
       try:
         check_record(record, strict=strict)
