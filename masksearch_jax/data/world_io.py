@@ -19,12 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from masksearch_jax.data.atomic_files import atomic_output
 from masksearch_jax.data.world import GENERATOR_VERSION, World, WorldConfig, generate_world
 from masksearch_jax.data.world_types import Entity, Fact, Question, WorldPassage
 
@@ -68,11 +67,10 @@ def write_world(world: World, out_dir: str | os.PathLike, *, overwrite: bool = F
   unknown = set(formats) - set(CORPUS_FORMATS) - set(QA_FORMATS)
   if unknown:
     raise ValueError(f"unknown world formats {sorted(unknown)}; choose from {CORPUS_FORMATS + QA_FORMATS}")
+  # The message names the CLI flag too, so the check is made here rather than by `atomic_output`.
   if out.exists() and not overwrite:
     raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-  try:
+  with atomic_output(out, overwrite=True, directory=True) as tmp:
     counts = {
         "passages": _write_jsonl(tmp / "passages.jsonl", (p.to_json() for p in world.passages)),
         "entities": _write_jsonl(tmp / "entities.jsonl", (e.to_json() for e in world.entities.values())),
@@ -84,16 +82,6 @@ def write_world(world: World, out_dir: str | os.PathLike, *, overwrite: bool = F
     manifest = {"format_version": FORMAT_VERSION, "generator_version": GENERATOR_VERSION, "config": _config_json(world.config), "counts": counts,
                 "formats": list(formats)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-      old = out.with_name(f".{out.name}.old-{os.getpid()}")
-      os.replace(out, old)
-      os.replace(tmp, out)
-      shutil.rmtree(old)
-    else:
-      os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return out
 
 
