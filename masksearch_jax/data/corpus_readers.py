@@ -27,17 +27,15 @@ so that an error names the exact line. A malformed record raises `CorpusFormatEr
 from __future__ import annotations
 
 import bz2
-import collections
-import dataclasses
 import gzip
 import hashlib
 import json
-import logging
 import os
 import re
 import zlib
 from typing import Any, Callable, Iterable, Iterator
 
+from masksearch_jax.data.bad_records import BadRecord, ReadStats, SkipOrRaise
 from masksearch_jax.data.passage import CorpusFormatError, Passage
 
 FORMATS = ("wiki18", "wikiextractor_json", "wikiextractor_doc", "kilt", "masksearch_dir",
@@ -60,59 +58,6 @@ _MAX_FILENAME_BYTES = 255
 
 _KILT_SECTION = "Section::::"
 _KILT_BULLET = "BULLET::::"
-
-
-@dataclasses.dataclass
-class ReadStats:
-  """What a `read_corpus` call has read so far; filled in while iterating.
-
-  Attributes:
-    read: Passages yielded (after `max_words` chunking).
-    skipped: Malformed records skipped (only non-zero with `skip_bad=True`).
-    first_error: The message of the first skipped record, `path:line: reason`.
-    skipped_by_reason: Skipped records per kind, e.g. `{"bad_json": 3, "missing_field": 1}`.
-    files: Files (or TFDS datasets) read to the end.
-  """
-
-  read: int = 0
-  skipped: int = 0
-  first_error: str | None = None
-  skipped_by_reason: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-  files: int = 0
-
-
-class _Malformed(Exception):
-  """A record is malformed; the caller adds the path and line number."""
-
-  def __init__(self, kind: str, reason: str):
-    super().__init__(reason)
-    self.kind = kind
-    self.reason = reason
-
-
-class _ErrorPolicy:
-  """Raises or counts malformed records, as `skip_bad` asks."""
-
-  def __init__(self, skip_bad: bool, stats: ReadStats):
-    self.skip_bad = skip_bad
-    self.stats = stats
-    self.file_skipped = 0
-
-  def bad(self, path: str, line: int | None, err: _Malformed) -> None:
-    error = CorpusFormatError(path, line, err.reason)
-    if not self.skip_bad:
-      raise error from err.__cause__
-    self.stats.skipped += 1
-    self.stats.skipped_by_reason[err.kind] += 1
-    if self.stats.first_error is None:
-      self.stats.first_error = str(error)
-    self.file_skipped += 1
-
-  def end_file(self, path: str) -> None:
-    self.stats.files += 1
-    if self.file_skipped:
-      logging.warning("skipped %d malformed records in %s", self.file_skipped, path)
-    self.file_skipped = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +99,7 @@ def read_corpus(path: str | os.PathLike,
   if max_words is not None and max_words < 1:
     raise ValueError(f"max_words must be at least 1, got {max_words}")
   stats = ReadStats() if stats is None else stats
-  policy = _ErrorPolicy(skip_bad, stats)
+  policy = SkipOrRaise(skip_bad, stats)
   path_str = os.fspath(path)
   if format == "auto":
     format = detect_format(path_str)
@@ -286,8 +231,8 @@ def _decode(raw: bytes) -> str:
   try:
     return raw.decode("utf-8")
   except UnicodeDecodeError as e:
-    raise _Malformed("undecodable", f"undecodable bytes: not UTF-8 at byte {e.start} "
-                     f"({raw[e.start:e.start + 4]!r})") from e
+    raise BadRecord("undecodable", f"undecodable bytes: not UTF-8 at byte {e.start} "
+                    f"({raw[e.start:e.start + 4]!r})") from e
 
 
 def _first_line(path: str) -> tuple[int, str] | None:
@@ -297,7 +242,7 @@ def _first_line(path: str) -> tuple[int, str] | None:
       continue
     try:
       return line_no, _decode(raw).strip()
-    except _Malformed as e:
+    except BadRecord as e:
       raise _undetectable(path, f"line {line_no}: {e.reason}") from e
   return None
 
@@ -342,8 +287,8 @@ def _corpus_files(path: str, format: str) -> list[str]:  # pylint: disable=redef
   return _all_files(path)
 
 
-def _read_files(files: list[str], read_file: Callable[[str, _ErrorPolicy], Iterator[Passage]],
-                policy: _ErrorPolicy) -> Iterator[Passage]:
+def _read_files(files: list[str], read_file: Callable[[str, SkipOrRaise], Iterator[Passage]],
+                policy: SkipOrRaise) -> Iterator[Passage]:
   for path in files:
     yield from read_file(path, policy)
     policy.end_file(path)
@@ -406,9 +351,9 @@ def _json_object(raw: bytes) -> dict:
   try:
     record = json.loads(text)
   except json.JSONDecodeError as e:
-    raise _Malformed("bad_json", f"bad JSON: {e.msg} at column {e.colno}") from e
+    raise BadRecord("bad_json", f"bad JSON: {e.msg} at column {e.colno}") from e
   if not isinstance(record, dict):
-    raise _Malformed("not_object", f"expected a JSON object, got a {_json_type(record)}")
+    raise BadRecord("not_object", f"expected a JSON object, got a {_json_type(record)}")
   return record
 
 
@@ -416,13 +361,13 @@ def _field(record: dict, name: str) -> Any:
   try:
     return record[name]
   except KeyError:
-    raise _Malformed("missing_field", f"missing field {name!r}") from None
+    raise BadRecord("missing_field", f"missing field {name!r}") from None
 
 
 def _str_field(record: dict, name: str) -> str:
   value = _field(record, name)
   if not isinstance(value, str):
-    raise _Malformed("wrong_type", f"field {name!r} must be a string, got a {_json_type(value)}")
+    raise BadRecord("wrong_type", f"field {name!r} must be a string, got a {_json_type(value)}")
   return value
 
 
@@ -432,9 +377,9 @@ def _id_field(record: dict, name: str) -> str:
   if isinstance(value, int) and not isinstance(value, bool):
     return str(value)
   if not isinstance(value, str):
-    raise _Malformed("wrong_type", f"field {name!r} must be a string, got a {_json_type(value)}")
+    raise BadRecord("wrong_type", f"field {name!r} must be a string, got a {_json_type(value)}")
   if not value.strip():
-    raise _Malformed("empty_id", f"field {name!r} is empty")
+    raise BadRecord("empty_id", f"field {name!r} is empty")
   return value
 
 
@@ -453,14 +398,14 @@ def _page_passages(page_id: str, title: str, paragraphs: Iterable[str]) -> list[
 # One reader per format: `(path, policy) -> Iterator[Passage]`.
 
 
-def _read_json_lines(path: str, policy: _ErrorPolicy,
+def _read_json_lines(path: str, policy: SkipOrRaise,
                      parse: Callable[[dict], list[Passage]]) -> Iterator[Passage]:
   for line_no, raw in _numbered_lines(path):
     if raw.isspace():
       continue
     try:
       passages = parse(_json_object(raw))
-    except _Malformed as e:
+    except BadRecord as e:
       policy.bad(path, line_no, e)
       continue
     yield from passages
@@ -493,12 +438,12 @@ def _parse_kilt(record: dict) -> list[Passage]:
   title = _str_field(record, "wikipedia_title")
   text = _field(record, "text")
   if not isinstance(text, list):
-    raise _Malformed("wrong_type", f"field 'text' must be an array of strings, got a {_json_type(text)}")
+    raise BadRecord("wrong_type", f"field 'text' must be an array of strings, got a {_json_type(text)}")
   paragraphs = []
   for i, paragraph in enumerate(text):
     if not isinstance(paragraph, str):
-      raise _Malformed("wrong_type", f"field 'text' must be an array of strings; item {i} is a "
-                       f"{_json_type(paragraph)}")
+      raise BadRecord("wrong_type", f"field 'text' must be an array of strings; item {i} is a "
+                      f"{_json_type(paragraph)}")
     if i == 0 or paragraph.startswith(_KILT_SECTION):
       continue
     if paragraph.startswith(_KILT_BULLET):
@@ -514,37 +459,37 @@ def _parse_kilt(record: dict) -> list[Passage]:
   return passages
 
 
-def _read_wiki18(path: str, policy: _ErrorPolicy) -> Iterator[Passage]:
+def _read_wiki18(path: str, policy: SkipOrRaise) -> Iterator[Passage]:
   return _read_json_lines(path, policy, _parse_wiki18)
 
 
-def _read_jsonl(path: str, policy: _ErrorPolicy) -> Iterator[Passage]:
+def _read_jsonl(path: str, policy: SkipOrRaise) -> Iterator[Passage]:
   return _read_json_lines(path, policy, _parse_jsonl)
 
 
-def _read_wikiextractor_json(path: str, policy: _ErrorPolicy) -> Iterator[Passage]:
+def _read_wikiextractor_json(path: str, policy: SkipOrRaise) -> Iterator[Passage]:
   return _read_json_lines(path, policy, _parse_wikiextractor_json)
 
 
-def _read_kilt(path: str, policy: _ErrorPolicy) -> Iterator[Passage]:
+def _read_kilt(path: str, policy: SkipOrRaise) -> Iterator[Passage]:
   return _read_json_lines(path, policy, _parse_kilt)
 
 
 def _parse_doc_header(line: str) -> tuple[str, str]:
   match = _DOC_OPEN.fullmatch(line)
   if match is None:
-    raise _Malformed("bad_doc", "malformed <doc> line (expected `<doc id=\"..\" title=\"..\">`)")
+    raise BadRecord("bad_doc", "malformed <doc> line (expected `<doc id=\"..\" title=\"..\">`)")
   attributes = match.group(1)
   id_match = _DOC_ID.search(attributes)
   if id_match is None or not id_match.group(1).strip():
-    raise _Malformed("bad_doc", "<doc> line has no id attribute")
+    raise BadRecord("bad_doc", "<doc> line has no id attribute")
   title_match = _DOC_TITLE.search(attributes)
   if title_match is None:
-    raise _Malformed("bad_doc", "<doc> line has no title attribute")
+    raise BadRecord("bad_doc", "<doc> line has no title attribute")
   return id_match.group(1), title_match.group(1)
 
 
-def _read_wikiextractor_doc(path: str, policy: _ErrorPolicy) -> Iterator[Passage]:
+def _read_wikiextractor_doc(path: str, policy: SkipOrRaise) -> Iterator[Passage]:
   """Reads `<doc ...>` blocks; a bad block is reported once and skipped up to its `</doc>`."""
   # State: outside a block (header is None and not skipping), inside a good block (header
   # set), or inside a block already reported as bad (skipping).
@@ -555,12 +500,12 @@ def _read_wikiextractor_doc(path: str, policy: _ErrorPolicy) -> Iterator[Passage
   for line_no, raw in _numbered_lines(path):
     is_open = raw.startswith(b"<doc")
     if is_open and (header is not None):
-      policy.bad(path, header[0], _Malformed("unclosed_doc", "<doc> block is never closed by </doc>"))
+      policy.bad(path, header[0], BadRecord("unclosed_doc", "<doc> block is never closed by </doc>"))
     if is_open:
       header, body, skipping, stray_reported = None, [], False, False
       try:
         page_id, title = _parse_doc_header(_decode(raw).strip())
-      except _Malformed as e:
+      except BadRecord as e:
         policy.bad(path, line_no, e)
         skipping = True
         continue
@@ -570,7 +515,7 @@ def _read_wikiextractor_doc(path: str, policy: _ErrorPolicy) -> Iterator[Passage
       if header is not None:
         yield from _page_passages(header[1], header[2], body)
       elif not skipping and not stray_reported:
-        policy.bad(path, line_no, _Malformed("outside_doc", "</doc> without an open <doc>"))
+        policy.bad(path, line_no, BadRecord("outside_doc", "</doc> without an open <doc>"))
       header, body, skipping, stray_reported = None, [], False, False
       continue
     if skipping:
@@ -579,23 +524,23 @@ def _read_wikiextractor_doc(path: str, policy: _ErrorPolicy) -> Iterator[Passage
       if not raw.isspace() and not stray_reported:
         # A run of stray lines is one bad record, reported at its first line.
         stray_reported = True
-        policy.bad(path, line_no, _Malformed("outside_doc", "text outside a <doc> block"))
+        policy.bad(path, line_no, BadRecord("outside_doc", "text outside a <doc> block"))
       continue
     try:
       body.append(_decode(raw))
-    except _Malformed as e:
+    except BadRecord as e:
       policy.bad(path, line_no, e)
       header, body, skipping = None, [], True
   if header is not None:
-    policy.bad(path, header[0], _Malformed("unclosed_doc", "<doc> block is never closed by </doc>"))
+    policy.bad(path, header[0], BadRecord("unclosed_doc", "<doc> block is never closed by </doc>"))
 
 
-def _read_masksearch_file(path: str, policy: _ErrorPolicy) -> Iterator[Passage]:
+def _read_masksearch_file(path: str, policy: SkipOrRaise) -> Iterator[Passage]:
   name = os.path.basename(path)
   try:
     name.encode("utf-8")
   except UnicodeEncodeError:
-    policy.bad(path, None, _Malformed("undecodable", "file name is not UTF-8"))
+    policy.bad(path, None, BadRecord("undecodable", "file name is not UTF-8"))
     return
   title = masksearch_title(name)
   k = 0
@@ -604,7 +549,7 @@ def _read_masksearch_file(path: str, policy: _ErrorPolicy) -> Iterator[Passage]:
       continue
     try:
       paragraph = _decode(raw).strip()
-    except _Malformed as e:
+    except BadRecord as e:
       policy.bad(path, line_no, e)
       continue
     if paragraph:
@@ -612,7 +557,7 @@ def _read_masksearch_file(path: str, policy: _ErrorPolicy) -> Iterator[Passage]:
       k += 1
 
 
-_FILE_READERS: dict[str, Callable[[str, _ErrorPolicy], Iterator[Passage]]] = {
+_FILE_READERS: dict[str, Callable[[str, SkipOrRaise], Iterator[Passage]]] = {
     "wiki18": _read_wiki18,
     "wikiextractor_json": _read_wikiextractor_json,
     "wikiextractor_doc": _read_wikiextractor_doc,
@@ -630,7 +575,7 @@ def _parse_tfds_path(path: str, data_dir: str | None) -> tuple[str, str | None]:
   return name, (suffix_dir if at else data_dir)
 
 
-def _read_tfds(path: str, data_dir: str | None, policy: _ErrorPolicy) -> Iterator[Passage]:
+def _read_tfds(path: str, data_dir: str | None, policy: SkipOrRaise) -> Iterator[Passage]:
   """Loads a prepared TFDS dataset (never downloads) and returns a passage iterator.
 
   The "line" of an error is the 1-based example number in the `train` split.
@@ -651,12 +596,12 @@ def _read_tfds(path: str, data_dir: str | None, policy: _ErrorPolicy) -> Iterato
   return _tfds_passages(path, tfds.as_numpy(dataset), policy)
 
 
-def _tfds_passages(path: str, examples: Iterable[dict], policy: _ErrorPolicy) -> Iterator[Passage]:
+def _tfds_passages(path: str, examples: Iterable[dict], policy: SkipOrRaise) -> Iterator[Passage]:
   for number, example in enumerate(examples, 1):
     try:
       title = _decode(example["title"]).strip()
       text = _decode(example["text"])
-    except _Malformed as e:
+    except BadRecord as e:
       policy.bad(path, number, e)
       continue
     k = 0

@@ -92,8 +92,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from masksearch_jax.agent import protocol
-from masksearch_jax.data.corpus_readers import ReadStats
-from masksearch_jax.data.passage import CorpusFormatError
+from masksearch_jax.data.bad_records import BadRecord, ReadStats, SkipOrRaise
 
 TRAJECTORY_VERSION = 1
 
@@ -505,33 +504,19 @@ def read_trajectories(path: str | os.PathLike, *, skip_bad: bool = False,
 
 
 def _read(path: str, skip_bad: bool, stats: ReadStats) -> Iterator[Trajectory]:
+  policy = SkipOrRaise(skip_bad, stats, warn_each=True)
   with open(path, "rb") as f:
     for line_no, raw in enumerate(f, 1):
       if raw.isspace():
         continue
       try:
         trajectory = _parse_line(raw)
-      except _BadLine as e:
-        error = CorpusFormatError(path, line_no, e.reason)
-        if not skip_bad:
-          raise error from e.__cause__
-        stats.skipped += 1
-        stats.skipped_by_reason[e.kind] += 1
-        if stats.first_error is None:
-          stats.first_error = str(error)
-        logging.warning("skipped %s", error)
+      except BadRecord as e:
+        policy.bad(path, line_no, e)
         continue
       stats.read += 1
       yield trajectory
-  stats.files += 1
-
-
-class _BadLine(Exception):
-
-  def __init__(self, kind: str, reason: str):
-    super().__init__(reason)
-    self.kind = kind
-    self.reason = reason
+  policy.end_file(path)
 
 
 def _parse_line(raw: bytes) -> Trajectory:
@@ -540,16 +525,16 @@ def _parse_line(raw: bytes) -> Trajectory:
     record = json.loads(raw.decode("utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
     if torn:
-      raise _BadLine("torn_line", "torn last line: no final newline and not valid JSON "
-                     "(a write interrupted by a crash?)") from e
+      raise BadRecord("torn_line", "torn last line: no final newline and not valid JSON "
+                      "(a write interrupted by a crash?)") from e
     if isinstance(e, UnicodeDecodeError):
-      raise _BadLine("bad_json", f"not UTF-8 at byte {e.start}") from e
-    raise _BadLine("bad_json", f"bad JSON: {e.msg} at column {e.colno} "
-                   "(a torn line from an interrupted write?)") from e
+      raise BadRecord("bad_json", f"not UTF-8 at byte {e.start}") from e
+    raise BadRecord("bad_json", f"bad JSON: {e.msg} at column {e.colno} "
+                    "(a torn line from an interrupted write?)") from e
   try:
     return Trajectory.from_json(record)
   except ValueError as e:
-    raise _BadLine("bad_record", str(e)) from e
+    raise BadRecord("bad_record", str(e)) from e
 
 
 # ---------------------------------------------------------------------------------------------
