@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import bz2
 import codecs
-import collections
 import csv
 import dataclasses
 import gzip
 import json
-import logging
 import os
 import random
 from pathlib import Path
@@ -52,6 +50,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from masksearch_jax.agent import protocol
 from masksearch_jax.data.atomic_files import atomic_output, atomic_text
+from masksearch_jax.data.bad_records import BadRecord, ReadStats, SkipOrRaise
 from masksearch_jax.data.passage import CorpusFormatError
 from masksearch_jax.data.world import World
 from masksearch_jax.data.world_types import Question, WorldPassage
@@ -124,36 +123,12 @@ def question_to_example(question: Question, source: str = "world") -> QAExample:
   return QAExample(question.id, question.question, _answers(question), source, _world_metadata(question))
 
 
-@dataclasses.dataclass
-class QAReadStats:
-  """What a reader has read so far; filled in while iterating.
-
-  Attributes:
-    read: Examples yielded.
-    skipped: Malformed records skipped (only non-zero with `skip_bad=True`).
-    first_error: The message of the first skipped record.
-    skipped_by_reason: Skipped records per kind, e.g. `{"bad_json": 2, "missing_field": 1}`.
-    files: Files read to the end.
-  """
-
-  read: int = 0
-  skipped: int = 0
-  first_error: str | None = None
-  skipped_by_reason: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-  files: int = 0
+# What a QA reader has read and skipped: the `ReadStats` every reader fills, under its old name.
+QAReadStats = ReadStats
 
 
 # ---------------------------------------------------------------------------------------------
 # Malformed records.
-
-
-class _Bad(Exception):
-  """A record is malformed; the caller adds the file and the place in it."""
-
-  def __init__(self, kind: str, reason: str):
-    super().__init__(reason)
-    self.kind = kind
-    self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,34 +137,6 @@ class _Where:
 
   line: int | None = None
   label: str | None = None
-
-
-class _Policy:
-  """Raises or counts malformed records of one file, as `skip_bad` asks."""
-
-  def __init__(self, path: Path, skip_bad: bool, stats: QAReadStats):
-    self.path = path
-    self.skip_bad = skip_bad
-    self.stats = stats
-    self.file_skipped = 0
-
-  def error(self, where: _Where, reason: str) -> CorpusFormatError:
-    return CorpusFormatError(str(self.path), where.line, f"{where.label}: {reason}" if where.label else reason)
-
-  def bad(self, where: _Where, err: _Bad) -> None:
-    error = self.error(where, err.reason)
-    if not self.skip_bad:
-      raise error from err
-    self.stats.skipped += 1
-    self.stats.skipped_by_reason[err.kind] += 1
-    if self.stats.first_error is None:
-      self.stats.first_error = str(error)
-    self.file_skipped += 1
-
-  def end_file(self) -> None:
-    self.stats.files += 1
-    if self.file_skipped:
-      logging.warning("skipped %d malformed records in %s", self.file_skipped, self.path)
 
 
 def _type_name(types: type | tuple[type, ...]) -> str:
@@ -210,26 +157,26 @@ def _get(record: dict, name: str, types: type | tuple[type, ...], *, optional: b
   if name not in record or (optional and record[name] is None):
     if optional:
       return default
-    raise _Bad("missing_field", f"missing field {name!r}")
+    raise BadRecord("missing_field", f"missing field {name!r}")
   value = record[name]
   types_tuple = types if isinstance(types, tuple) else (types,)
   # bool is an int in Python, but never a valid id, count or index.
   if not isinstance(value, types_tuple) or (isinstance(value, bool) and bool not in types_tuple):
-    raise _Bad("wrong_type", f"field {name!r} should be {_type_name(types)}, got {_json_type(value)}")
+    raise BadRecord("wrong_type", f"field {name!r} should be {_type_name(types)}, got {_json_type(value)}")
   return value
 
 
 def _text(record: dict, name: str) -> str:
   value = _get(record, name, str)
   if not value.strip():
-    raise _Bad("empty_field", f"field {name!r} is empty")
+    raise BadRecord("empty_field", f"field {name!r} is empty")
   return value
 
 
 def _id(record: dict, name: str) -> str:
   value = _get(record, name, (str, int))
   if isinstance(value, str) and not value.strip():
-    raise _Bad("empty_field", f"field {name!r} is empty")
+    raise BadRecord("empty_field", f"field {name!r} is empty")
   return str(value)
 
 
@@ -240,7 +187,7 @@ def _str_list(record: dict, name: str, *, optional: bool = False) -> list[str]:
 def _check_strings(name: str, values: list) -> list[str]:
   for i, value in enumerate(values):
     if not isinstance(value, str):
-      raise _Bad("wrong_type", f"field {name!r}[{i}] should be a string, got {_json_type(value)}")
+      raise BadRecord("wrong_type", f"field {name!r}[{i}] should be a string, got {_json_type(value)}")
   return values
 
 
@@ -248,7 +195,7 @@ def _dict_list(record: dict, name: str, *, optional: bool = False) -> list[dict]
   values = _get(record, name, list, optional=optional, default=[])
   for i, value in enumerate(values):
     if not isinstance(value, dict):
-      raise _Bad("wrong_type", f"field {name!r}[{i}] should be an object, got {_json_type(value)}")
+      raise BadRecord("wrong_type", f"field {name!r}[{i}] should be an object, got {_json_type(value)}")
   return values
 
 
@@ -258,7 +205,7 @@ def _title_index_pairs(record: dict, name: str) -> list[list]:
   for i, pair in enumerate(pairs):
     if (not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str)
         or not isinstance(pair[1], int) or isinstance(pair[1], bool)):
-      raise _Bad("wrong_type", f"field {name!r}[{i}] should be [title, sentence index], got {pair!r:.80}")
+      raise BadRecord("wrong_type", f"field {name!r}[{i}] should be [title, sentence index], got {pair!r:.80}")
   return pairs
 
 
@@ -282,7 +229,7 @@ def _has_lone_surrogates(value: Any) -> bool:
   return False
 
 
-_UNDECODABLE = _Bad("undecodable", "text is not valid UTF-8 (undecodable bytes)")
+_UNDECODABLE = BadRecord("undecodable", "text is not valid UTF-8 (undecodable bytes)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +265,7 @@ def _first_char(path: Path) -> str:
   return ""
 
 
-def _iter_json_records(path: Path, policy: _Policy) -> Iterator[tuple[_Where, dict]]:
+def _iter_json_records(path: Path, policy: SkipOrRaise) -> Iterator[tuple[_Where, dict]]:
   """The JSON objects of a file, each with its place; a malformed line goes to `policy`."""
   if _first_char(path) == "[":
     yield from _iter_json_list(path, policy)
@@ -326,37 +273,36 @@ def _iter_json_records(path: Path, policy: _Policy) -> Iterator[tuple[_Where, di
     yield from _iter_json_lines(path, policy)
 
 
-def _iter_json_lines(path: Path, policy: _Policy) -> Iterator[tuple[_Where, dict]]:
+def _iter_json_lines(path: Path, policy: SkipOrRaise) -> Iterator[tuple[_Where, dict]]:
   with _open_binary(path) as f:
     for line_number, raw in enumerate(f, 1):
       if line_number == 1:
         raw = raw.removeprefix(_UTF8_BOM)
       if not raw.strip():
         continue
-      where = _Where(line=line_number)
       try:
         record = _parse_json_line(raw)
-      except _Bad as err:
-        policy.bad(where, err)
+      except BadRecord as err:
+        policy.bad(path, line_number, err)
         continue
-      yield where, record
+      yield _Where(line=line_number), record
 
 
 def _parse_json_line(raw: bytes) -> dict:
   try:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
-    raise _Bad("undecodable", f"bytes that are not UTF-8 at byte {e.start} of the line") from e
+    raise BadRecord("undecodable", f"bytes that are not UTF-8 at byte {e.start} of the line") from e
   try:
     record = json.loads(text)
   except json.JSONDecodeError as e:
-    raise _Bad("bad_json", f"bad JSON ({e.msg} at column {e.colno})") from e
+    raise BadRecord("bad_json", f"bad JSON ({e.msg} at column {e.colno})") from e
   if not isinstance(record, dict):
-    raise _Bad("wrong_type", f"expected a JSON object, got {_json_type(record)}")
+    raise BadRecord("wrong_type", f"expected a JSON object, got {_json_type(record)}")
   return record
 
 
-def _iter_json_list(path: Path, policy: _Policy) -> Iterator[tuple[_Where, dict]]:
+def _iter_json_list(path: Path, policy: SkipOrRaise) -> Iterator[tuple[_Where, dict]]:
   with _open_binary(path) as f:
     data = f.read().removeprefix(_UTF8_BOM)
   try:
@@ -376,10 +322,11 @@ def _iter_json_list(path: Path, policy: _Policy) -> Iterator[tuple[_Where, dict]
   for index, record in enumerate(records):
     where = _Where(label=f"record {index}")
     if not isinstance(record, dict):
-      policy.bad(where, _Bad("wrong_type", f"expected a JSON object, got {_json_type(record)}"))
+      err = BadRecord("wrong_type", f"expected a JSON object, got {_json_type(record)}")
+      policy.bad(path, where.line, err, label=where.label)
       continue
     if not checked and _has_lone_surrogates(record):
-      policy.bad(where, _UNDECODABLE)
+      policy.bad(path, where.line, _UNDECODABLE, label=where.label)
       continue
     yield where, record
 
@@ -394,7 +341,7 @@ def _first_json_record(path: Path) -> dict | None:
         if raw.strip():
           try:
             return _parse_json_line(raw)
-          except _Bad as err:
+          except BadRecord as err:
             raise CorpusFormatError(str(path), line_number, err.reason) from err
     return None
   decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
@@ -424,16 +371,16 @@ def _first_json_record(path: Path) -> dict | None:
 def _read_json_format(path: Path, convert: Callable[[dict], QAExample], skip_bad: bool,
                       stats: QAReadStats | None) -> Iterator[QAExample]:
   stats = QAReadStats() if stats is None else stats
-  policy = _Policy(path, skip_bad, stats)
+  policy = SkipOrRaise(skip_bad, stats)
   for where, record in _iter_json_records(path, policy):
     try:
       example = convert(record)
-    except _Bad as err:
-      policy.bad(where, err)
+    except BadRecord as err:
+      policy.bad(path, where.line, err, label=where.label)
       continue
     stats.read += 1
     yield example
-  policy.end_file()
+  policy.end_file(path)
 
 
 def _checked_path(path: str | os.PathLike) -> Path:
@@ -466,16 +413,16 @@ def _musique_example(record: dict) -> QAExample:
                             "question": _get(step, "question", str),
                             "answer": _get(step, "answer", str),
                             "paragraph_support_idx": _get(step, "paragraph_support_idx", int, optional=True)})
-    except _Bad as err:
-      raise _Bad(err.kind, f"question_decomposition[{i}]: {err.reason}") from err
+    except BadRecord as err:
+      raise BadRecord(err.kind, f"question_decomposition[{i}]: {err.reason}") from err
   supporting_idx, supporting_titles = [], []
   for i, paragraph in enumerate(_dict_list(record, "paragraphs", optional=True)):
     try:
       if _get(paragraph, "is_supporting", bool, optional=True, default=False):
         supporting_idx.append(_get(paragraph, "idx", int, optional=True, default=i))
         supporting_titles.append(_get(paragraph, "title", str))
-    except _Bad as err:
-      raise _Bad(err.kind, f"paragraphs[{i}]: {err.reason}") from err
+    except BadRecord as err:
+      raise BadRecord(err.kind, f"paragraphs[{i}]: {err.reason}") from err
   metadata = {"answerable": _get(record, "answerable", bool, optional=True, default=True),
               "hops": len(decomposition) or None,
               "decomposition": decomposition,
@@ -496,7 +443,8 @@ def _twowiki_converter(aliases: dict[str, list[str]]) -> Callable[[dict], QAExam
     evidences = _get(record, "evidences", list, optional=True, default=[])
     for i, triple in enumerate(evidences):
       if not isinstance(triple, list) or len(triple) != 3 or not all(isinstance(x, str) for x in triple):
-        raise _Bad("wrong_type", f"field 'evidences'[{i}] should be [subject, relation, object], got {triple!r:.80}")
+        raise BadRecord("wrong_type",
+                        f"field 'evidences'[{i}] should be [subject, relation, object], got {triple!r:.80}")
     metadata = {"type": _get(record, "type", str, optional=True),
                 "hops": len(evidences) or None,
                 "evidences": evidences,
@@ -529,7 +477,7 @@ def _fanoutqa_example(record: dict) -> QAExample:
   raw = _get(record, "answer", (str, int, float, bool, list, dict))
   answer = flatten_answer(raw)
   if not answer.strip():
-    raise _Bad("empty_field", "field 'answer' is empty")
+    raise BadRecord("empty_field", "field 'answer' is empty")
   metadata = {"decomposition": _get(record, "decomposition", list, optional=True, default=[]),
               "categories": _str_list(record, "categories", optional=True),
               "answer_raw": raw}
@@ -540,7 +488,7 @@ def _flashrag_converter(source: str) -> Callable[[dict], QAExample]:
   def convert(record: dict) -> QAExample:
     answers = _unique_answers(_str_list(record, "golden_answers"))
     if not answers:
-      raise _Bad("empty_field", "field 'golden_answers' has no non-empty answer")
+      raise BadRecord("empty_field", "field 'golden_answers' has no non-empty answer")
     metadata = _get(record, "metadata", dict, optional=True, default={})
     return QAExample(_id(record, "id"), _text(record, "question"), answers, source, dict(metadata))
   return convert
@@ -606,17 +554,17 @@ def read_2wiki_aliases(path: str | os.PathLike, *, skip_bad: bool = False,
   """
   path = _checked_path(path)
   stats = QAReadStats() if stats is None else stats
-  policy = _Policy(path, skip_bad, stats)
+  policy = SkipOrRaise(skip_bad, stats)
   aliases: dict[str, list[str]] = {}
   for where, record in _iter_json_records(path, policy):
     try:
       qid = _id(record, "Q_id")
       names = _str_list(record, "aliases", optional=True) + _str_list(record, "demonyms", optional=True)
-    except _Bad as err:
-      policy.bad(where, err)
+    except BadRecord as err:
+      policy.bad(path, where.line, err, label=where.label)
       continue
     aliases[qid] = _unique_answers(aliases.get(qid, []) + names)
-  policy.end_file()
+  policy.end_file(path)
   return aliases
 
 
@@ -669,7 +617,7 @@ def _decoded_lines(f: IO[bytes]) -> Iterator[str]:
 
 
 def _read_freshqa(path: Path, skip_bad: bool, stats: QAReadStats) -> Iterator[QAExample]:
-  policy = _Policy(path, skip_bad, stats)
+  policy = SkipOrRaise(skip_bad, stats)
   with _open_binary(path) as f:
     reader = csv.reader(_decoded_lines(f))
     header = None
@@ -695,18 +643,18 @@ def _read_freshqa(path: Path, skip_bad: bool, stats: QAReadStats) -> Iterator[QA
       except StopIteration:
         break
       except csv.Error as e:
-        policy.bad(where, _Bad("bad_csv", f"bad CSV ({e})"))
+        policy.bad(path, where.line, BadRecord("bad_csv", f"bad CSV ({e})"), label=where.label)
         continue
       if not any(cell.strip() for cell in row):
         continue
       try:
         example = _freshqa_example(dict(zip(header, row)), answer_columns)
-      except _Bad as err:
-        policy.bad(where, err)
+      except BadRecord as err:
+        policy.bad(path, where.line, err, label=where.label)
         continue
       stats.read += 1
       yield example
-  policy.end_file()
+  policy.end_file(path)
 
 
 def _freshqa_example(cells: dict[str, str], answer_columns: list[str]) -> QAExample:
@@ -714,13 +662,13 @@ def _freshqa_example(cells: dict[str, str], answer_columns: list[str]) -> QAExam
     raise _UNDECODABLE
   qid = cells.get("id", "").strip()
   if not qid:
-    raise _Bad("missing_field", "empty 'id' cell")
+    raise BadRecord("missing_field", "empty 'id' cell")
   question = cells.get("question", "").strip()
   if not question:
-    raise _Bad("missing_field", "empty 'question' cell")
+    raise BadRecord("missing_field", "empty 'question' cell")
   answers = _unique_answers(cells.get(c, "").strip() for c in answer_columns)
   if not answers:
-    raise _Bad("missing_field", "no answer in the answer_0 .. answer_9 cells")
+    raise BadRecord("missing_field", "no answer in the answer_0 .. answer_9 cells")
   metadata: dict[str, Any] = {}
   for name in ("split", "false_premise", "num_hops", "fact_type", "effective_year", "next_review", "source",
                "note"):
@@ -797,15 +745,15 @@ def _searchr1_example(index: int, row: dict) -> QAExample:
     target = _get(ground_truth, "target", (list, str), optional=True, default=[])
     answers = _unique_answers(_check_strings("target", target) if isinstance(target, list) else [target])
   if not answers:
-    raise _Bad("missing_field", "no answer in 'golden_answers' nor in reward_model.ground_truth.target")
+    raise BadRecord("missing_field", "no answer in 'golden_answers' nor in reward_model.ground_truth.target")
   metadata = _get(row, "metadata", (dict, str), optional=True, default={})
   if isinstance(metadata, str):
     try:
       metadata = json.loads(metadata) if metadata.strip() else {}
     except json.JSONDecodeError as e:
-      raise _Bad("bad_json", f"column 'metadata' is not JSON ({e.msg})") from e
+      raise BadRecord("bad_json", f"column 'metadata' is not JSON ({e.msg})") from e
     if not isinstance(metadata, dict):
-      raise _Bad("wrong_type", f"column 'metadata' should hold an object, got {_json_type(metadata)}")
+      raise BadRecord("wrong_type", f"column 'metadata' should hold an object, got {_json_type(metadata)}")
   data_source = _get(row, "data_source", str, optional=True)
   metadata = dict(metadata)
   metadata["searchr1"] = {"data_source": data_source, "ability": _get(row, "ability", str, optional=True),
@@ -817,18 +765,18 @@ def _read_parquet_format(path: Path, required: Sequence[str], optional: Sequence
                          convert: Callable[[int, dict], QAExample], skip_bad: bool,
                          stats: QAReadStats | None) -> Iterator[QAExample]:
   stats = QAReadStats() if stats is None else stats
-  policy = _Policy(path, skip_bad, stats)
+  policy = SkipOrRaise(skip_bad, stats)
   # Opened on the first next(), like the other readers; the checks of the whole file (is it
   # parquet, has it the columns) raise then whatever `skip_bad` says.
   for index, row in _parquet_rows(path, required, optional):
     try:
       example = convert(index, row)
-    except _Bad as err:
-      policy.bad(_Where(label=f"row {index}"), err)
+    except BadRecord as err:
+      policy.bad(path, None, err, label=f"row {index}")
       continue
     stats.read += 1
     yield example
-  policy.end_file()
+  policy.end_file(path)
 
 
 _READERS: dict[str, Callable[..., Iterator[QAExample]]] = {
