@@ -368,19 +368,24 @@ def _first_json_record(path: Path) -> dict | None:
   return record
 
 
-def _read_json_format(path: Path, convert: Callable[[dict], QAExample], skip_bad: bool,
-                      stats: QAReadStats | None) -> Iterator[QAExample]:
-  stats = QAReadStats() if stats is None else stats
-  policy = SkipOrRaise(skip_bad, stats)
-  for where, record in _iter_json_records(path, policy):
+def _examples(path: Path, records: Iterable[tuple[_Where, Any]], convert: Callable[[Any], QAExample],
+              policy: SkipOrRaise) -> Iterator[QAExample]:
+  """The examples `convert` makes of the records of one file; a malformed one goes to `policy`."""
+  for where, record in records:
     try:
       example = convert(record)
     except BadRecord as err:
       policy.bad(path, where.line, err, label=where.label)
       continue
-    stats.read += 1
+    policy.stats.read += 1
     yield example
   policy.end_file(path)
+
+
+def _read_json_format(path: Path, convert: Callable[[dict], QAExample], skip_bad: bool,
+                      stats: QAReadStats | None) -> Iterator[QAExample]:
+  policy = SkipOrRaise(skip_bad, QAReadStats() if stats is None else stats)
+  return _examples(path, _iter_json_records(path, policy), convert, policy)
 
 
 def _checked_path(path: str | os.PathLike) -> Path:
@@ -618,6 +623,11 @@ def _decoded_lines(f: IO[bytes]) -> Iterator[str]:
 
 def _read_freshqa(path: Path, skip_bad: bool, stats: QAReadStats) -> Iterator[QAExample]:
   policy = SkipOrRaise(skip_bad, stats)
+  return _examples(path, _freshqa_rows(path, policy), _freshqa_example, policy)
+
+
+def _freshqa_rows(path: Path, policy: SkipOrRaise) -> Iterator[tuple[_Where, dict[str, str]]]:
+  """The non-empty rows below the header, as header cell -> row cell; a bad row goes to `policy`."""
   with _open_binary(path) as f:
     reader = csv.reader(_decoded_lines(f))
     header = None
@@ -635,29 +645,21 @@ def _read_freshqa(path: Path, skip_bad: bool, stats: QAReadStats) -> Iterator[QA
     if header is None:
       raise CorpusFormatError(str(path), None, "no header row with 'question' and 'answer_0' cells in the first "
                               f"{_FRESHQA_HEADER_SEARCH_ROWS} rows; is this FreshQA's CSV?")
-    answer_columns = [c for c in FRESHQA_ANSWER_COLUMNS if c in header]
     while True:
-      where = _Where(line=reader.line_num + 1)
+      line = reader.line_num + 1
       try:
         row = next(reader)
       except StopIteration:
         break
       except csv.Error as e:
-        policy.bad(path, where.line, BadRecord("bad_csv", f"bad CSV ({e})"), label=where.label)
+        policy.bad(path, line, BadRecord("bad_csv", f"bad CSV ({e})"))
         continue
       if not any(cell.strip() for cell in row):
         continue
-      try:
-        example = _freshqa_example(dict(zip(header, row)), answer_columns)
-      except BadRecord as err:
-        policy.bad(path, where.line, err, label=where.label)
-        continue
-      stats.read += 1
-      yield example
-  policy.end_file(path)
+      yield _Where(line=line), dict(zip(header, row))
 
 
-def _freshqa_example(cells: dict[str, str], answer_columns: list[str]) -> QAExample:
+def _freshqa_example(cells: dict[str, str]) -> QAExample:
   if _has_lone_surrogates(list(cells.values())):
     raise _UNDECODABLE
   qid = cells.get("id", "").strip()
@@ -666,7 +668,8 @@ def _freshqa_example(cells: dict[str, str], answer_columns: list[str]) -> QAExam
   question = cells.get("question", "").strip()
   if not question:
     raise BadRecord("missing_field", "empty 'question' cell")
-  answers = _unique_answers(cells.get(c, "").strip() for c in answer_columns)
+  # A column the header lacks is not in `cells`: it gives "", which is no answer.
+  answers = _unique_answers(cells.get(c, "").strip() for c in FRESHQA_ANSWER_COLUMNS)
   if not answers:
     raise BadRecord("missing_field", "no answer in the answer_0 .. answer_9 cells")
   metadata: dict[str, Any] = {}
@@ -764,19 +767,11 @@ def _searchr1_example(index: int, row: dict) -> QAExample:
 def _read_parquet_format(path: Path, required: Sequence[str], optional: Sequence[str],
                          convert: Callable[[int, dict], QAExample], skip_bad: bool,
                          stats: QAReadStats | None) -> Iterator[QAExample]:
-  stats = QAReadStats() if stats is None else stats
-  policy = SkipOrRaise(skip_bad, stats)
+  policy = SkipOrRaise(skip_bad, QAReadStats() if stats is None else stats)
   # Opened on the first next(), like the other readers; the checks of the whole file (is it
   # parquet, has it the columns) raise then whatever `skip_bad` says.
-  for index, row in _parquet_rows(path, required, optional):
-    try:
-      example = convert(index, row)
-    except BadRecord as err:
-      policy.bad(path, None, err, label=f"row {index}")
-      continue
-    stats.read += 1
-    yield example
-  policy.end_file(path)
+  rows = ((_Where(label=f"row {index}"), (index, row)) for index, row in _parquet_rows(path, required, optional))
+  return _examples(path, rows, lambda indexed_row: convert(*indexed_row), policy)
 
 
 _READERS: dict[str, Callable[..., Iterator[QAExample]]] = {
