@@ -183,12 +183,10 @@ def sample_masks(paragraph: str, candidates: Sequence[Span], rng: random.Random,
   Raises:
     ValueError: A candidate does not match the paragraph, or `num_masks` < 1.
   """
-  if num_masks is not None and num_masks < 1:
-    raise ValueError(f"num_masks must be >= 1, got {num_masks}")
-  pool = _prepared(paragraph, candidates)
-  if not pool or not _usable(paragraph):
+  prepared = _pool_and_count(paragraph, candidates, rng, num_masks)
+  if prepared is None:
     return None
-  count = choose_mask_count(len(pool), rng) if num_masks is None else num_masks
+  pool, count = prepared
   weights = candidate_weights(pool)
   left = list(range(len(pool)))
   chosen: list[Span] = []
@@ -203,6 +201,30 @@ def sample_masks(paragraph: str, candidates: Sequence[Span], rng: random.Random,
         break
     chosen.append(pool[pick])
     left = [i for i in left if not _overlap(pool[i], pool[pick])]
+  return _complete(paragraph, chosen, count)
+
+
+def _pool_and_count(paragraph: str, candidates: Sequence[Span], rng: random.Random,
+                    num_masks: int | None) -> tuple[list[Span], int] | None:
+  """The usable candidates and how many of them to mask, or None when the paragraph is skipped.
+
+  Raises:
+    ValueError: A candidate does not match the paragraph, or `num_masks` < 1.
+  """
+  if num_masks is not None and num_masks < 1:
+    raise ValueError(f"num_masks must be >= 1, got {num_masks}")
+  pool = _prepared(paragraph, candidates)
+  if not pool or not _usable(paragraph):
+    return None
+  return pool, choose_mask_count(len(pool), rng) if num_masks is None else num_masks
+
+
+def _complete(paragraph: str, chosen: Sequence[Span], count: int) -> list[Span] | None:
+  """`chosen` in order of appearance, or None when the paragraph is skipped.
+
+  It is skipped when fewer than `count` spans were chosen or the masked paragraph would start
+  with `[mask]`.
+  """
   if len(chosen) < count or _starts_with_mask(paragraph, chosen):
     return None
   return sorted(chosen)
@@ -356,16 +378,11 @@ def select_masks(paragraph: str, candidates: Sequence[Span], rng: random.Random,
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
   if scorer is None:
     raise ValueError("strategy 'perplexity' needs a scorer")
-  if num_masks is not None and num_masks < 1:
-    raise ValueError(f"num_masks must be >= 1, got {num_masks}")
-  pool = _prepared(paragraph, candidates)
-  if not pool or not _usable(paragraph):
+  prepared = _pool_and_count(paragraph, candidates, rng, num_masks)
+  if prepared is None:
     return None
-  count = choose_mask_count(len(pool), rng) if num_masks is None else num_masks
-  chosen = select_hardest(paragraph, pool, scorer, count)
-  if len(chosen) < count or _starts_with_mask(paragraph, chosen):
-    return None
-  return chosen
+  pool, count = prepared
+  return _complete(paragraph, select_hardest(paragraph, pool, scorer, count), count)
 
 
 # ---------------------------------------------------------------------------------------------
