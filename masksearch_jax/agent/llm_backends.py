@@ -24,6 +24,8 @@ from typing import Any, Sequence
 import gin
 import requests
 
+from masksearch_jax.http_sessions import ThreadSessions
+
 logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
@@ -153,20 +155,9 @@ class OpenAICompatibleBackend(LLMBackend):
     self._headers = {"Content-Type": "application/json"}
     if api_key:
       self._headers["Authorization"] = f"Bearer {api_key}"
-    # requests.Session is not documented as thread-safe: one per thread, kept alive.
-    self._local = threading.local()
-    self._sessions: list[requests.Session] = []
+    self._sessions = ThreadSessions()
     self._lock = threading.Lock()
     self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-
-  def _session(self) -> requests.Session:
-    session = getattr(self._local, "session", None)
-    if session is None:
-      session = requests.Session()
-      self._local.session = session
-      with self._lock:
-        self._sessions.append(session)
-    return session
 
   def chat(self, messages: list[Message], *, max_tokens: int | None = None, temperature: float = 0.0,
            stop: list[str] | None = None) -> str:
@@ -196,7 +187,7 @@ class OpenAICompatibleBackend(LLMBackend):
         time.sleep(delay)
         delay *= 2
       try:
-        response = self._session().post(self.url, json=payload, headers=self._headers, timeout=self.timeout)
+        response = self._sessions.get().post(self.url, json=payload, headers=self._headers, timeout=self.timeout)
       except requests.Timeout as e:
         failure = LLMTimeoutError(f"POST {self.url}: no answer within {self.timeout} s ({type(e).__name__})")
       except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
@@ -251,12 +242,9 @@ class OpenAICompatibleBackend(LLMBackend):
     """Stops the thread pool and closes the connections. Safe to call twice."""
     with self._lock:
       executor, self._executor = self._executor, None
-      sessions, self._sessions = self._sessions, []
     if executor is not None:
       executor.shutdown(wait=True)
-    for session in sessions:
-      session.close()
-    self._local = threading.local()
+    self._sessions.close()
 
   def __repr__(self) -> str:
     return f"OpenAICompatibleBackend({self.base_url!r}, model={self.model!r})"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any, Sequence
 
 import requests
 
+from masksearch_jax.http_sessions import ThreadSessions
 from masksearch_jax.retrieval.retriever import Retriever, SearchHit
 
 logger = logging.getLogger(__name__)
@@ -70,19 +70,7 @@ class HttpRetriever(Retriever):
     self.max_retries = max_retries
     self.backoff = backoff
     self.batch_size = batch_size
-    # requests.Session is not documented as thread-safe: one per thread.
-    self._local = threading.local()
-    self._sessions: list[requests.Session] = []
-    self._lock = threading.Lock()
-
-  def _session(self) -> requests.Session:
-    session = getattr(self._local, "session", None)
-    if session is None:
-      session = requests.Session()
-      self._local.session = session
-      with self._lock:
-        self._sessions.append(session)
-    return session
+    self._sessions = ThreadSessions()
 
   def _request(self, method: str, path: str, payload: dict | None = None) -> Any:
     """Sends one request with retries; returns the decoded JSON answer."""
@@ -93,7 +81,7 @@ class HttpRetriever(Retriever):
       if attempt:
         time.sleep(self.backoff * 2 ** (attempt - 1))
       try:
-        response = self._session().request(method, url, json=payload, timeout=self.timeout)
+        response = self._sessions.get().request(method, url, json=payload, timeout=self.timeout)
       except (requests.ConnectionError, requests.Timeout) as e:
         last_cause = f"{type(e).__name__}: {e}"
         logger.debug("%s %s attempt %d/%d failed: %s", method, url, attempt + 1, attempts, last_cause)
@@ -157,11 +145,7 @@ class HttpRetriever(Retriever):
 
   def close(self) -> None:
     """Closes the connections. Safe to call twice."""
-    with self._lock:
-      sessions, self._sessions = self._sessions, []
-    for session in sessions:
-      session.close()
-    self._local = threading.local()
+    self._sessions.close()
 
   def __repr__(self) -> str:
     return f"HttpRetriever({self.base_url!r})"
