@@ -62,6 +62,7 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (), search_paths: 
 
   # gin logs an ERROR for every include it first tries as a Python resource.
   logging.getLogger().addFilter(_drop_gin_resource_noise)
+  _guard_resource_reader()
   for path in _split_paths(search_paths) + [DEFAULT_GIN_DIR]:
     gin.add_config_file_search_path(path)
   try:
@@ -94,6 +95,30 @@ def _one_line(error: BaseException) -> str:
       text += f": {lines[location_index]}"
     text += ")"
   return text
+
+
+def _guard_resource_reader() -> None:
+  """Makes gin's "is it a Python resource?" check answer no instead of raising.
+
+  For an include such as 'models/tiny.gin', gin 0.5 asks importlib for a package
+  'models'; when a namespace package of that name is importable (a `models/`
+  directory without __init__.py on sys.path, as under pytest), its spec has no
+  origin and gin raises TypeError instead of moving on to the search paths.
+  """
+  import gin
+
+  readers = gin.config._FILE_READERS  # pylint: disable=protected-access
+  for i, (reader, exists) in enumerate(readers):
+    if getattr(exists, "_masksearch_guarded", False) or reader is open:
+      continue
+
+    def guarded(path, exists=exists):
+      try:
+        return exists(path)
+      except TypeError:
+        return False
+    guarded._masksearch_guarded = True  # pylint: disable=protected-access
+    readers[i] = (reader, guarded)
 
 
 def _drop_gin_resource_noise(record: logging.LogRecord) -> bool:
