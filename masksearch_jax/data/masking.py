@@ -238,10 +238,11 @@ def _complete(paragraph: str, chosen: Sequence[Span], count: int) -> list[Span] 
 class SpanScorer(Protocol):
   """How hard each candidate span is for a model: the interface a model-based scorer implements.
 
-  `score_spans(paragraph, spans)[i]` is the model's loss of `spans[i]` given the paragraph with
-  that span hidden (e.g. the mean negative log-likelihood per token of the span's text, or its
-  perplexity, predicted where the span stood in the paragraph with `[mask]` in its place).
-  Higher means harder. Only the order of the scores of one paragraph matters.
+  `score_spans(paragraph, spans)[i]` is the model's loss of `spans[i]` in its paragraph: for
+  example the mean negative log-likelihood per token of the span's text given what comes before
+  it (`models.span_scorer.ModelSpanScorer`, a causal language model, sees only that), or a
+  masked model's loss with the span hidden. Higher means harder. Only the order of the scores of
+  one paragraph matters.
   """
 
   def score_spans(self, paragraph: str, spans: Sequence[Span]) -> Sequence[float]:
