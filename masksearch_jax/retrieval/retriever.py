@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Sequence
+from typing import Iterable, Sequence
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,3 +52,27 @@ class Retriever(abc.ABC):
 
   def __exit__(self, *exc):
     self.close()
+
+
+def search_excluding(retriever: Retriever, queries: Sequence[str], exclude_ids: Iterable[str],
+                     top_k: int = 5) -> list[list[SearchHit]]:
+  """Searches, leaving out some passages: each query still gets up to `top_k` other hits.
+
+  RAMP agents use this so a search never returns the masked paragraph's own passage
+  (that would copy the answer). It asks for `top_k + len(exclude_ids)` hits per query and
+  drops the excluded ids.
+
+  Args:
+    retriever: The retriever.
+    queries: The queries.
+    exclude_ids: Passage ids never returned (for every query).
+    top_k: Hits wanted per query.
+
+  Returns:
+    For each query, up to `top_k` hits, best first, none of them excluded.
+  """
+  exclude = frozenset(exclude_ids)
+  if not exclude:
+    return retriever.batch_search(list(queries), top_k)
+  results = retriever.batch_search(list(queries), top_k + len(exclude))
+  return [[hit for hit in hits if hit.id not in exclude][:top_k] for hits in results]
