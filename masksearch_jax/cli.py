@@ -238,6 +238,66 @@ def _run_export_hf(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_synthesize(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("synthesize", help="Write agent trajectories for RAMP examples or questions (SFT data).")
+  p.add_argument("--kind", required=True, choices=("ramp", "qa"))
+  p.add_argument("--out", required=True, help="Trajectory jsonl; an existing file is continued.")
+  p.add_argument("--teacher", default="offline", choices=("offline", "llm"),
+                 help="offline: the embedded world's teacher (no endpoint needed); llm: MaskSearch's "
+                      "planner/rewriter/observer/judge over an OpenAI-compatible endpoint set in Gin.")
+  p.add_argument("--split", default="train", choices=("train", "validation", "test"))
+  p.add_argument("--num_masks", type=int, default=1, help="RAMP masks per paragraph; 0: MaskSearch's own rule.")
+  p.add_argument("--limit", type=int, default=0, help="Examples to take (0: all).")
+  group = p.add_mutually_exclusive_group()
+  group.add_argument("--index", help="Index directory (default: the world's index, built into the cache).")
+  group.add_argument("--url", help="A retrieval server (Search-R1's /retrieve).")
+  p.add_argument("--top_k", type=int, default=3)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--overwrite", action="store_true", help="Start the output file afresh.")
+  _add_gin_flags(p)
+  p.set_defaults(func=_run_synthesize)
+
+
+def _run_synthesize(args: argparse.Namespace) -> int:
+  from pathlib import Path
+
+  from masksearch_jax import gin_flags
+  from masksearch_jax.data import world_io
+  from masksearch_jax.data.ramp_source import RampCorpus
+  from masksearch_jax.data.seqio_tasks import QAFiles
+  from masksearch_jax.retrieval import open_retriever, tantivy_index
+  gin_flags.parse(gin_files=args.gin_file, bindings=args.gin_bindings, search_paths=args.gin_search_paths)
+  world_config = RampCorpus().world if args.kind == "ramp" else QAFiles().world
+  world_dir = world_io.cached_world_dir(world_config)
+  index = args.index
+  if args.url is None and index is None:
+    index = str(tantivy_index.cached_index_dir(Path(world_dir) / "passages.jsonl", corpus_format="jsonl"))
+  if args.overwrite and Path(args.out).exists():
+    Path(args.out).unlink()
+  if args.teacher == "offline":
+    from masksearch_jax.agent import offline_teacher
+    offline_teacher.synthesize_to_file(
+        args.kind, args.out, world=world_dir if args.kind == "qa" else None, index=index, url=args.url,
+        split=args.split, num_masks=args.num_masks or None, limit=args.limit, top_k=args.top_k, seed=args.seed)
+    return 0
+  import itertools
+
+  from masksearch_jax.agent import synthesis
+  if args.kind == "ramp":
+    from masksearch_jax.data.ramp_source import RampDataSource
+    tasks = RampDataSource(args.num_masks or None).examples(args.split)
+  else:
+    world_split = {"train": "train", "validation": "dev", "test": "test"}[args.split]
+    tasks = (q for q in world_io.load_world(world_dir).questions if q.split == world_split)
+  if args.limit:
+    tasks = itertools.islice(tasks, args.limit)
+  backend, judge_backend = synthesis.teacher_backends()
+  with open_retriever(index=index, url=args.url) as retriever:
+    synthesis.synthesize_with_llm(args.kind, tasks, retriever, backend, args.out, judge_backend=judge_backend,
+                                  top_k=args.top_k)
+  return 0
+
+
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser("quickstart", help="Run the main job on the embedded world (gin/quickstart.gin).")
   _add_gin_flags(p)
@@ -268,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="masksearch", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   for add in (_add_quickstart, _add_train, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
-              _add_train_vocab, _add_make_ramp, _add_import_hf, _add_export_hf):
+              _add_train_vocab, _add_make_ramp, _add_synthesize, _add_import_hf, _add_export_hf):
     add(sub)
   args = parser.parse_args(argv)
   try:

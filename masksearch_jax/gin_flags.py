@@ -9,6 +9,7 @@ from __future__ import annotations
 
 # gin 0.5.0's resource reader calls importlib.util without importing it; an
 # include through a directory that is not a Python package then fails.
+import contextlib
 import importlib.util  # noqa: F401  pylint: disable=unused-import
 import logging
 import os
@@ -65,8 +66,11 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (), search_paths: 
   _guard_resource_reader()
   for path in _split_paths(search_paths) + [DEFAULT_GIN_DIR]:
     gin.add_config_file_search_path(path)
+  # A second parse in one process (tests, notebooks) adds to a config an earlier parse finalized.
+  locked = gin.config_is_locked()
   try:
-    gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=finalize)
+    with gin.unlock_config() if locked else contextlib.nullcontext():
+      gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=finalize and not locked)
   except (ValueError, AttributeError, TypeError, ImportError, OSError) as e:
     raise ConfigError(f"Gin: {_one_line(e)}") from e
 

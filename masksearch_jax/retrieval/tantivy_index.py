@@ -455,3 +455,31 @@ class TantivyRetriever(Retriever):
 
   def __repr__(self) -> str:
     return f"TantivyRetriever({self.index_dir!r}, num_passages={self.num_passages})"
+
+
+def cached_index_dir(corpus_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,
+                     corpus_format: str = "auto", progress: bool = True) -> Path:
+  """An index of the corpus at `corpus_path`, built into the cache on first use.
+
+  The cache key is the corpus's absolute path, size and modification time, so a
+  regenerated corpus gets a new index.
+
+  Args:
+    corpus_path: A corpus file or directory (any format `corpus_readers` reads).
+    cache_dir: The cache root (default: $MASKSEARCH_CACHE or ~/.cache/masksearch_jax).
+    corpus_format: The corpus format.
+    progress: Show a progress bar while building.
+  """
+  import hashlib
+
+  from masksearch_jax.data import corpus_readers, world_io
+  path = Path(corpus_path).absolute()
+  status = path.stat()
+  key = hashlib.sha256(f"{path}|{status.st_size}|{status.st_mtime_ns}|{SCHEMA_VERSION}".encode()).hexdigest()[:12]
+  index_dir = Path(cache_dir or world_io.default_cache_dir()) / "indexes" / f"{path.parent.name}-{path.stem}-{key}"
+  try:
+    read_manifest(index_dir)
+  except (FileNotFoundError, IncompleteIndexError):
+    build_index(corpus_readers.read_corpus(str(path), corpus_format), index_dir, overwrite=index_dir.exists(),
+                progress=progress)
+  return index_dir

@@ -478,3 +478,22 @@ def test_synthesize_to_file_checks_its_arguments(tiny_world, world_retriever, tm
   finally:
     gin.clear_config()
   assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_synthesize_command_writes_kept_trajectories_and_resumes(tiny_tasks, tmp_path, capsys):
+  from masksearch_jax import cli
+  from masksearch_jax.data.trajectories import read_trajectories
+  out = tmp_path / "ramp.jsonl"
+  assert cli.main(["synthesize", "--kind", "ramp", "--out", str(out), "--num_masks", "2", "--limit", "30"]) == 0
+  err = capsys.readouterr().err
+  assert "kept" in err
+  first = list(read_trajectories(out))
+  assert 15 <= len(first) <= 30 and all(t.kind == "ramp" and t.reward == 1.0 for t in first)
+  # Run again with a larger limit: the file is continued, nothing is written twice.
+  assert cli.main(["synthesize", "--kind", "ramp", "--out", str(out), "--num_masks", "2", "--limit", "40"]) == 0
+  again = list(read_trajectories(out))
+  assert [t.id for t in again[:len(first)]] == [t.id for t in first] and len({t.id for t in again}) == len(again)
+  assert len(again) > len(first)
+  qa = tmp_path / "qa.jsonl"
+  assert cli.main(["synthesize", "--kind", "qa", "--out", str(qa), "--split", "validation", "--limit", "10"]) == 0
+  assert all(t.kind == "qa" for t in read_trajectories(qa))
