@@ -144,20 +144,27 @@ def load_params(directory: str | Path, abstract_params: Any | None = None) -> An
 
   Args:
     directory: A parameter-only checkpoint, or a run's checkpoints directory.
-    abstract_params: Shapes, dtypes and shardings to restore into (None: as saved, on
-      the default device).
+    abstract_params: Shapes, dtypes and shardings to restore into (None: on the default
+      device; a training checkpoint is read onto this process's first device whatever
+      devices or hosts wrote it).
   """
   directory = Path(directory).absolute()
   if (directory / "params").is_dir():
     with ocp.StandardCheckpointer() as checkpointer:
       return checkpointer.restore(directory / "params", abstract_params)
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
-                                  item_names=("state", "meta"))
+                                  item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                                 "meta": ocp.JsonCheckpointHandler()})
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"{directory} holds neither a parameter checkpoint (params/) nor training "
                             "checkpoints")
-  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+  # Restoring "as saved" needs the saving devices (orbax refuses a checkpoint of two hosts on one),
+  # so read every array onto this process's first device instead.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                  manager.item_metadata(step)["state"])
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
   manager.close()
   params = state["params"]
   if abstract_params is not None:
