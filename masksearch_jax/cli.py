@@ -188,6 +188,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
   p.add_argument("--coordinator_address", default=None, help="Multi-host: host:port of process 0.")
   p.add_argument("--num_processes", type=int, default=None, help="Multi-host: number of processes.")
   p.add_argument("--process_id", type=int, default=None, help="Multi-host: this process's index.")
+  p.add_argument("--multihost", action="store_true",
+                 help="Multi-host with peers found by JAX itself (Cloud TPU pod slices).")
   p.set_defaults(func=_run_train)
 
 
@@ -195,7 +197,7 @@ def _run_train(args: argparse.Namespace) -> int:
   from masksearch_jax import gin_flags
   from masksearch_jax.training import multihost
   multihost.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
-                       process_id=args.process_id)
+                       process_id=args.process_id, auto=args.multihost)
   if not args.gin_file:
     raise gin_flags.ConfigError("masksearch train needs --gin_file (a model file and a run file)")
   gin_flags.parse(gin_files=args.gin_file, bindings=args.gin_bindings, search_paths=args.gin_search_paths)

@@ -39,7 +39,7 @@ EXPECTED_LINES = [
     f"{REPO_URL} masksearch_jax; fi'",
     PREFIX + " --command='cd masksearch_jax && make venv'",
     PREFIX + f" --command='cd masksearch_jax && .venv/bin/python -m pip install \"jax[tpu]==0.10.2\" -f {LIBTPU}'",
-    PREFIX + " --command='cd masksearch_jax && nohup .venv/bin/masksearch train --gin_file=models/tiny.gin "
+    PREFIX + " --command='cd masksearch_jax && nohup .venv/bin/masksearch train --multihost --gin_file=models/tiny.gin "
     "--gin_file=runs/pretrain.gin \"--gin.MIXTURE_OR_TASK_NAME='\\''ramp_mixed_1to4'\\''\" "
     "\"--gin.MODEL_DIR='\\''gs://bucket/run'\\''\" "
     "\"--gin.TASK_FEATURE_LENGTHS={'\\''inputs'\\'': 256, '\\''targets'\\'': 192}\" "
@@ -153,7 +153,7 @@ def test_the_workers_run_what_was_asked(sandbox, tmp_path):
   while time.time() < deadline and not _calls(record):
     time.sleep(0.05)
   assert [[name, os.path.relpath(cwd, home), argv] for name, cwd, argv in _calls(record)] == [
-      ["masksearch", "masksearch_jax", ["train", *train_args]]]
+      ["masksearch", "masksearch_jax", ["train", "--multihost", *train_args]]]
   assert (checkout / "train.log").is_file()
   assert not list(tmp_path.rglob("pwned"))
 
@@ -172,7 +172,7 @@ def test_options_change_the_commands(sandbox):
                        'git -C "runs/my checkout" checkout --force -B dev/x FETCH_HEAD; else git clone --branch '
                        f'dev/x {REPO_URL} "runs/my checkout"; fi')
   assert remote[1] == 'cd "runs/my checkout" && make venv'
-  assert remote[3] == ('cd "runs/my checkout" && nohup .venv/bin/masksearch train --gin_file=a.gin > logs/w.log '
+  assert remote[3] == ('cd "runs/my checkout" && nohup .venv/bin/masksearch train --multihost --gin_file=a.gin > logs/w.log '
                        '2>&1 < /dev/null &')
 
 

@@ -25,7 +25,8 @@ so it runs on all workers at once; CMD, in turn:
   3. installs jax[tpu] at the pinned jax version (0.10.2), with libtpu from
      https://storage.googleapis.com/jax-releases/libtpu_releases.html, so jax finds the TPU
      (the pins in requirements.txt are for CPU);
-  4. starts `DIR/.venv/bin/masksearch train TRAIN_ARGS...` in the background with nohup, its
+  4. starts `DIR/.venv/bin/masksearch train --multihost TRAIN_ARGS...` (JAX finds the other
+     workers from the TPU metadata) in the background with nohup, its
      output in DIR/LOG on each worker.
 Every worker runs the same training command. On a pod slice `jax.distributed.initialize()` finds
 its peers from the TPU metadata, so no --coordinator_address, --num_processes or --process_id;
@@ -154,7 +155,7 @@ remote_commands=(
   "if [ -d $d/.git ]; then git -C $d fetch origin $b && git -C $d checkout --force -B $b FETCH_HEAD; else git clone --branch $b $(quote_remote "$repo") $d; fi"
   "cd $d && $(remote_words "${make_venv[@]}")"
   "cd $d && $(remote_words .venv/bin/python -m pip install "jax[tpu]==$JAX_VERSION" -f "$LIBTPU_RELEASES")"
-  "cd $d && nohup $(remote_words .venv/bin/masksearch train "${train_args[@]}") > $(quote_remote "$log") 2>&1 < /dev/null &"
+  "cd $d && nohup $(remote_words .venv/bin/masksearch train --multihost "${train_args[@]}") > $(quote_remote "$log") 2>&1 < /dev/null &"
 )
 
 printed_prefix=""

@@ -19,13 +19,15 @@ _TPU_POD_ENV = ("TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID", "MEGASCALE_COORDINA
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> bool:
+               process_id: int | None = None, auto: bool = False) -> bool:
   """Calls `jax.distributed.initialize` when running multi-host; returns whether it did.
 
   Args:
     coordinator_address: host:port of process 0 (else $JAX_COORDINATOR_ADDRESS).
     num_processes: Number of processes (else $JAX_NUM_PROCESSES).
     process_id: This process's index (else $JAX_PROCESS_ID).
+    auto: Let JAX find its peers itself (Cloud TPU VMs: from the TPU metadata server,
+      where the environment variables above are not set); also $MASKSEARCH_MULTIHOST=1.
   """
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
@@ -38,7 +40,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id)
-  elif any(name in os.environ for name in _TPU_POD_ENV):
+  elif auto or os.environ.get("MASKSEARCH_MULTIHOST") == "1" or any(name in os.environ for name in _TPU_POD_ENV):
     jax.distributed.initialize()  # Cloud TPU: peers from the TPU metadata.
   else:
     return False
