@@ -9,6 +9,10 @@ partitioner maps them to mesh axes by rules set in Gin.
 Packed rows are supported: `segment_ids` (1, 2, ... per example, 0 on padding)
 keep examples from attending to each other, and `positions` restart at 0 for
 each example so rotary embeddings see each example from its own start.
+
+For generation the decoder also runs on a preallocated key/value cache
+(`KVCache`): each row appends a chunk of new tokens at its own length, and
+attends to everything it has written so far (see models/sampler.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -150,13 +155,49 @@ def attention_mask(segment_ids: jnp.ndarray) -> jnp.ndarray:
   return (same & causal[None])[:, None]
 
 
+@flax.struct.dataclass
+class KVCache:
+  """Keys and values of every layer for rows being generated, preallocated to `max_length`.
+
+  Attributes:
+    key: [layers, batch, max_length, kv_heads, head_dim] in the compute dtype.
+    value: Same shape as `key`.
+    lengths: [batch] int32, tokens written so far in each row; a row's next chunk goes there.
+  """
+
+  key: jax.Array
+  value: jax.Array
+  lengths: jax.Array
+
+  # Logical axes, for placing the cache on the mesh as training places activations.
+  AXES = ("layers", "batch", "length", "kv_heads", "kv")
+
+  @classmethod
+  def zeros(cls, config: TransformerConfig, batch_size: int, max_length: int) -> KVCache:
+    shape = (config.num_layers, batch_size, max_length, config.num_kv_heads, config.kv_dim)
+    return cls(key=jnp.zeros(shape, config.compute_dtype), value=jnp.zeros(shape, config.compute_dtype),
+               lengths=jnp.zeros((batch_size,), jnp.int32))
+
+  @property
+  def max_length(self) -> int:
+    return self.key.shape[2]
+
+
+def _write_rows(cache: jax.Array, new: jax.Array, starts: jax.Array) -> jax.Array:
+  """Writes new[b] ([chunk, ...]) into cache[b] ([max_length, ...]) at row b's own start."""
+  return jax.vmap(lambda c, n, i: jax.lax.dynamic_update_slice_in_dim(c, n, i, axis=0))(cache, new, starts)
+
+
 class Attention(nn.Module):
   """Grouped-query self-attention with rotary embeddings."""
 
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask):
+  def __call__(self, x, positions, mask, cache=None):
+    """Attention output for x [batch, length, embed]; with `cache` = (keys, values, starts) of this
+    layer, x's keys and values are first written at each row's start, attention runs over the whole
+    cache, and the result is (output, (keys, values))."""
     c = self.config
     dt = c.compute_dtype
     d, h, k, f = c.d_model, c.num_heads, c.num_kv_heads, c.kv_dim
@@ -175,6 +216,10 @@ class Attention(nn.Module):
     inv_freq = rope_frequencies(c)
     q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "kv"))
     key = apply_rope(key, positions, inv_freq)
+    if cache is not None:
+      key_cache, value_cache, starts = cache
+      key = _write_rows(key_cache, key.astype(key_cache.dtype), starts)
+      value = _write_rows(value_cache, value.astype(value_cache.dtype), starts)
     # Each group of h // k query heads shares one key/value head.
     q = q.reshape(q.shape[:2] + (k, h // k, f))
     logits = jnp.einsum("bqkgf,bskf->bkgqs", q, key, preferred_element_type=jnp.float32) * f ** -0.5
@@ -186,7 +231,8 @@ class Attention(nn.Module):
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
     kernel = _param(self, "out_kernel", nn.initializers.normal(stddev=(h * f) ** -0.5), (h, f, d),
                     ("heads", "kv", "embed"))
-    return jnp.einsum("blhf,hfd->bld", out, kernel.astype(dt))
+    out = jnp.einsum("blhf,hfd->bld", out, kernel.astype(dt))
+    return out if cache is None else (out, (key, value))
 
 
 class MLP(nn.Module):
@@ -214,14 +260,17 @@ class Block(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask):
+  def __call__(self, x, positions, mask, key_cache=None, value_cache=None, starts=None):
     c = self.config
-    h = Attention(c, name="attention")(RMSNorm(c.rms_norm_eps, c.compute_dtype, name="attention_norm")(x),
-                                       positions, mask)
+    normed = RMSNorm(c.rms_norm_eps, c.compute_dtype, name="attention_norm")(x)
+    cache = None if key_cache is None else (key_cache, value_cache, starts)
+    h = Attention(c, name="attention")(normed, positions, mask, cache)
+    if cache is not None:
+      h, cache = h
     x = nn.with_logical_constraint(x + h, ("batch", "length", "embed"))
     h = MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, c.compute_dtype, name="mlp_norm")(x))
     x = nn.with_logical_constraint(x + h, ("batch", "length", "embed"))
-    return x, None
+    return x, cache
 
 
 class Decoder(nn.Module):
@@ -230,24 +279,32 @@ class Decoder(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, tokens, positions=None, segment_ids=None):
+  def __call__(self, tokens, positions=None, segment_ids=None, *, cache: KVCache | None = None,
+               chunk_lengths=None, logits_at=None):
     """Logits [batch, length, vocab] (float32) for `tokens` [batch, length].
 
     Args:
       tokens: Token ids.
       positions: Position of each token in its example; default 0, 1, 2, ...
       segment_ids: Example of each token in a packed row (0 = padding); default all 1.
+      cache: Decode on this cache instead: row b's tokens continue its sequence at
+        `cache.lengths[b]` (positions and masks follow from that), and the call returns
+        (logits, new cache). Padding after a row's chunk is written but not counted, so
+        the row's next chunk overwrites it.
+      chunk_lengths: With `cache`: [batch] count of real tokens in each row's chunk (default
+        all); the new cache's lengths advance by it.
+      logits_at: [batch] index of the one position per row whose logits are wanted; the
+        result is then [batch, vocab] (saves the output projection of a long prefill).
     """
     c = self.config
     dt = c.compute_dtype
+    if cache is not None:
+      return self._decode(tokens, cache, chunk_lengths, logits_at)
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     if segment_ids is None:
       segment_ids = jnp.ones_like(tokens)
-    # Small embeddings (as Hugging Face initialises Qwen2 and Llama) keep the first logits near
-    # uniform when the table doubles as the output projection.
-    embedding = _param(self, "embedding", nn.initializers.normal(stddev=0.02), (c.vocab_size, c.d_model),
-                       ("vocab", "embed"))
+    embedding = self._embed()
     x = embedding.astype(dt)[tokens]
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     block = Block
@@ -257,11 +314,44 @@ class Decoder(nn.Module):
     blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=(nn.broadcast,) * 2,
                      length=c.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
     x, _ = blocks(c, name="layers")(x, positions, attention_mask(segment_ids))
+    return self._logits(x, embedding, logits_at)
+
+  def _embed(self):
+    c = self.config
+    # Small embeddings (as Hugging Face initialises Qwen2 and Llama) keep the first logits near
+    # uniform when the table doubles as the output projection.
+    return _param(self, "embedding", nn.initializers.normal(stddev=0.02), (c.vocab_size, c.d_model),
+                  ("vocab", "embed"))
+
+  def _logits(self, x, embedding, logits_at):
+    c = self.config
+    dt = c.compute_dtype
     x = RMSNorm(c.rms_norm_eps, dt, name="final_norm")(x)
+    if logits_at is not None:
+      x = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)
     if c.tie_embeddings:
       logits = jnp.einsum("bld,vd->blv", x, embedding.astype(dt), preferred_element_type=jnp.float32)
     else:
       head = _param(self, "lm_head", nn.initializers.normal(stddev=c.d_model ** -0.5), (c.d_model, c.vocab_size),
                     ("embed", "vocab"))
       logits = jnp.einsum("bld,dv->blv", x, head.astype(dt), preferred_element_type=jnp.float32)
-    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    return logits if logits_at is None else logits[:, 0]
+
+  def _decode(self, tokens, cache: KVCache, chunk_lengths, logits_at):
+    c = self.config
+    starts = cache.lengths
+    positions = starts[:, None] + jnp.arange(tokens.shape[1])[None, :]
+    # A query sees every cache slot up to its own position: the row's earlier chunks and its
+    # chunk so far. Slots past that (stale padding, unwritten zeros) stay hidden.
+    mask = (jnp.arange(cache.max_length)[None, None, :] <= positions[:, :, None])[:, None]
+    embedding = self._embed()
+    x = nn.with_logical_constraint(embedding.astype(c.compute_dtype)[tokens], ("batch", "length", "embed"))
+    blocks = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
+                     in_axes=(nn.broadcast, nn.broadcast, 0, 0, nn.broadcast), length=c.num_layers,
+                     metadata_params={nn.PARTITION_NAME: "layers"})
+    x, (keys, values) = blocks(c, name="layers")(x, positions, mask, cache.key, cache.value, starts)
+    if chunk_lengths is None:
+      chunk_lengths = jnp.full_like(starts, tokens.shape[1])
+    new_cache = KVCache(key=keys, value=values, lengths=starts + chunk_lengths.astype(starts.dtype))
+    return self._logits(x, embedding, logits_at), new_cache
