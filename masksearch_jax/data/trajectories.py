@@ -87,7 +87,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -629,6 +629,17 @@ class ContextEncoder:
     if end < len(prefix) or ids[:len(prefix)] != prefix or ids[end:] != self._tail:
       raise ValueError(self._unsuitable() + f" (text {text[:40]!r})")
     return ids[len(prefix):end]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """The text of ids that continue a sequence (the inverse of `encode` for a continuing piece):
+    decoded after the anchor, so a word-start piece keeps its leading space."""
+    ids = [int(i) for i in ids]
+    if not ids:
+      return ""
+    text = self.vocabulary.decode(self._head + ids)
+    if not text.startswith(_ANCHOR):
+      raise ValueError(self._unsuitable() + f" (decoding {ids[:10]})")
+    return text[len(_ANCHOR):]
 
 
 def trajectory_features(trajectory: Trajectory, vocabulary: Any, *,

@@ -199,6 +199,12 @@ class Sampler:
       state = jax.device_put(state, self._state_shardings)
     return state
 
+  def reset(self, state: DecodeState, rows: Sequence[bool] | np.ndarray) -> DecodeState:
+    """Empties the given rows (their next `append` starts a new sequence); the others are kept."""
+    rows = self._put(np.asarray(rows, bool))
+    with self._rules():
+      return state.replace(cache=state.cache.replace(lengths=jnp.where(rows, 0, state.cache.lengths)))
+
   def lengths(self, state: DecodeState) -> np.ndarray:
     """Tokens each row holds."""
     return np.asarray(jax.device_get(state.cache.lengths))

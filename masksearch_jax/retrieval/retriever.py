@@ -72,7 +72,15 @@ def search_excluding(retriever: Retriever, queries: Sequence[str], exclude_ids: 
     For each query, up to `top_k` hits, best first, none of them excluded.
   """
   exclude = frozenset(exclude_ids)
-  if not exclude:
-    return retriever.batch_search(list(queries), top_k)
-  results = retriever.batch_search(list(queries), top_k + len(exclude))
-  return [[hit for hit in hits if hit.id not in exclude][:top_k] for hits in results]
+  return batch_search_excluding(retriever, queries, [exclude] * len(queries), top_k)
+
+
+def batch_search_excluding(retriever: Retriever, queries: Sequence[str], exclude_ids: Sequence[Iterable[str]],
+                           top_k: int = 5) -> list[list[SearchHit]]:
+  """`search_excluding` with a set of excluded ids per query, in one batch call to the retriever."""
+  if len(exclude_ids) != len(queries):
+    raise ValueError(f"{len(queries)} queries but {len(exclude_ids)} sets of excluded ids")
+  excludes = [frozenset(ids) for ids in exclude_ids]
+  extra = max((len(ids) for ids in excludes), default=0)
+  results = retriever.batch_search(list(queries), top_k + extra)
+  return [[hit for hit in hits if hit.id not in exclude][:top_k] for hits, exclude in zip(results, excludes)]
