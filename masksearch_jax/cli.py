@@ -322,6 +322,43 @@ def _run_quickstart(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_serve_model(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("serve-model", help="Serve the policy as an OpenAI-compatible /v1/chat/completions endpoint.")
+  p.add_argument("--checkpoint", required=True,
+                 help="A parameter checkpoint, a run's checkpoints directory (newest step) or a run's model directory.")
+  p.add_argument("--vocabulary", help="The policy's SentencePiece model (default: the tasks' vocabulary from Gin).")
+  p.add_argument("--port", type=int, default=8001, help="Port (0: any free port; the URL is printed).")
+  p.add_argument("--host", default="127.0.0.1", help="Bind address (loopback unless told otherwise).")
+  p.add_argument("--model_name", default="masksearch-policy", help="The model name the server reports.")
+  p.add_argument("--batch_size", type=int, default=8, help="Requests decoded together.")
+  p.add_argument("--max_length", type=int, default=2048, help="Most tokens of a conversation and its reply.")
+  p.add_argument("--max_new_tokens", type=int, default=512, help="Most tokens of one reply.")
+  _add_gin_flags(p)
+  p.set_defaults(func=_run_serve_model)
+
+
+def _run_serve_model(args: argparse.Namespace) -> int:
+  from masksearch_jax import gin_flags
+  from masksearch_jax.agent.model_server import ModelServer
+  from masksearch_jax.agent.policy_backend import PolicyBackend
+  from masksearch_jax.data import seqio_tasks, vocabularies  # noqa: F401 -- Gin configurables, before parsing.
+  gin_flags.parse(gin_files=args.gin_file, bindings=args.gin_bindings, search_paths=args.gin_search_paths)
+  vocabulary = None
+  if args.vocabulary:
+    vocabulary = vocabularies.sentencepiece_vocabulary(args.vocabulary)
+  backend = PolicyBackend(args.checkpoint, vocabulary=vocabulary, batch_size=args.batch_size,
+                          max_length=args.max_length, max_new_tokens=args.max_new_tokens, model_name=args.model_name)
+  server = ModelServer(backend, host=args.host, port=args.port)
+  print(f"serving {backend!r} at {server.url}/v1 (POST /v1/chat/completions); Ctrl-C stops", flush=True)
+  try:
+    server.serve_forever()
+  except KeyboardInterrupt:
+    print("stopped", flush=True)
+  finally:
+    server.stop()
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   from masksearch_jax import gin_flags
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -330,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="masksearch", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   for add in (_add_quickstart, _add_train, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
-              _add_train_vocab, _add_make_ramp, _add_synthesize, _add_import_hf, _add_export_hf):
+              _add_serve_model, _add_train_vocab, _add_make_ramp, _add_synthesize, _add_import_hf, _add_export_hf):
     add(sub)
   args = parser.parse_args(argv)
   try:
