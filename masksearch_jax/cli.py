@@ -244,9 +244,11 @@ def _add_synthesize(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser("synthesize", help="Write agent trajectories for RAMP examples or questions (SFT data).")
   p.add_argument("--kind", required=True, choices=("ramp", "qa"))
   p.add_argument("--out", required=True, help="Trajectory jsonl; an existing file is continued.")
-  p.add_argument("--teacher", default="offline", choices=("offline", "llm"),
+  p.add_argument("--teacher", default="offline", choices=("offline", "llm", "policy"),
                  help="offline: the embedded world's teacher (no endpoint needed); llm: MaskSearch's "
-                      "planner/rewriter/observer/judge over an OpenAI-compatible endpoint set in Gin.")
+                      "planner/rewriter/observer/judge over an OpenAI-compatible endpoint set in Gin; policy: "
+                      "the search agent of --checkpoint (rollout settings: rollout.RolloutConfig in Gin).")
+  p.add_argument("--checkpoint", help="With --teacher policy: the policy's checkpoint or run directory.")
   p.add_argument("--split", default="train", choices=("train", "validation", "test"))
   p.add_argument("--num_masks", type=int, default=1, help="RAMP masks per paragraph; 0: MaskSearch's own rule.")
   p.add_argument("--limit", type=int, default=0, help="Examples to take (0: all).")
@@ -268,6 +270,9 @@ def _run_synthesize(args: argparse.Namespace) -> int:
   from masksearch_jax.data.ramp_source import RampCorpus
   from masksearch_jax.data.seqio_tasks import QAFiles
   from masksearch_jax.retrieval import open_retriever, tantivy_index
+  if args.teacher == "policy":  # Gin configurables of the policy's modules, registered before parsing.
+    from masksearch_jax.agent import rollout  # noqa: F401
+    from masksearch_jax.models import span_scorer  # noqa: F401
   gin_flags.parse(gin_files=args.gin_file, bindings=args.gin_bindings, search_paths=args.gin_search_paths)
   world_config = RampCorpus().world if args.kind == "ramp" else QAFiles().world
   world_dir = world_io.cached_world_dir(world_config)
@@ -293,10 +298,43 @@ def _run_synthesize(args: argparse.Namespace) -> int:
     tasks = (q for q in world_io.load_world(world_dir).questions if q.split == world_split)
   if args.limit:
     tasks = itertools.islice(tasks, args.limit)
+  if args.teacher == "policy":
+    if not args.checkpoint:
+      raise gin_flags.ConfigError("--teacher policy needs --checkpoint")
+    from masksearch_jax.agent.rollout import RolloutConfig, SearchAgent
+    from masksearch_jax.agent.self_evolve import synthesize_with_policy
+    from masksearch_jax.data import seqio_tasks
+    from masksearch_jax.models.span_scorer import load_checkpoint
+    params, config = load_checkpoint(args.checkpoint)
+    with open_retriever(index=index, url=args.url) as retriever:
+      agent = SearchAgent(config, params, seqio_tasks.VOCABULARY.vocabulary, retriever, RolloutConfig())
+      synthesize_with_policy(args.kind, tasks, agent, args.out, seed=args.seed)
+    return 0
   backend, judge_backend = synthesis.teacher_backends()
   with open_retriever(index=index, url=args.url) as retriever:
     synthesis.synthesize_with_llm(args.kind, tasks, retriever, backend, args.out, judge_backend=judge_backend,
                                   top_k=args.top_k)
+  return 0
+
+
+def _add_self_evolve(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("self-evolve", help="Self-evolving distillation: rounds of train, teach with own rollouts, judge "
+                                         "(gin/runs/self_evolve.gin).")
+  _add_gin_flags(p)
+  p.set_defaults(func=_run_self_evolve)
+
+
+def _run_self_evolve(args: argparse.Namespace) -> int:
+  from masksearch_jax import gin_flags
+  if not args.gin_file:
+    raise gin_flags.ConfigError("masksearch self-evolve needs --gin_file (a model file and runs/self_evolve.gin)")
+  from masksearch_jax.agent import self_evolve  # noqa: F401 -- registers its configurables before parsing.
+  gin_flags.parse(gin_files=args.gin_file, bindings=args.gin_bindings, search_paths=args.gin_search_paths)
+  import gin
+  history = gin_flags.call_configured(gin.get_configurable(self_evolve.self_evolve))
+  for record in history:
+    print(f"round {record['round']}: acceptance {record['acceptance_rate']:.1%} ({record['kept']}/"
+          f"{record['attempted']}), checkpoint {record['checkpoint']}, data {record['trajectories']}")
   return 0
 
 
@@ -367,7 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="masksearch", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   for add in (_add_quickstart, _add_train, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
-              _add_serve_model, _add_train_vocab, _add_make_ramp, _add_synthesize, _add_import_hf, _add_export_hf):
+              _add_serve_model, _add_train_vocab, _add_make_ramp, _add_synthesize, _add_self_evolve, _add_import_hf,
+              _add_export_hf):
     add(sub)
   args = parser.parse_args(argv)
   try:

@@ -10,6 +10,7 @@ import io
 import os
 import random
 
+import numpy as np
 import pytest
 import seqio
 import sentencepiece as spm
@@ -17,6 +18,8 @@ from fake_openai_server import FakeOpenAIServer
 
 from masksearch_jax.agent import protocol
 from masksearch_jax.data.passage import Passage
+from masksearch_jax.data.trajectories import ContextEncoder
+from masksearch_jax.models.sampler import GenerationResult, StopReason
 from masksearch_jax.data.world import WorldConfig, generate_world
 
 TINY_WORLD_CONFIG = WorldConfig(seed=0, size=400)
@@ -310,3 +313,72 @@ def tiny_run_gin(tmp_path):
   path = tmp_path / "tiny_run.gin"
   path.write_text(TINY_RUN_GIN)
   return path
+
+
+# -- a scripted policy for the search loop ---------------------------------------------------------
+
+
+class ScriptedPolicy:
+  """The KV-cache sampler's interface, writing prescribed turns: `scripts[prompt]` lists the turn texts.
+
+  It records every chunk the loop appends to each row (`appended[prompt]`), so tests can check what the
+  environment sends and when. Stop reasons follow the text: a turn ending in `</search>` or `</answer>`
+  stopped on a stop sequence, any other ran out of tokens; a full cache stops it with CAPACITY.
+  """
+
+  def __init__(self, vocab, scripts: dict[str, list[str]], *, batch_size: int, capacity: int, max_new_tokens: int):
+    self.encoder = ContextEncoder(vocab)
+    self.vocab = vocab
+    self.scripts = scripts
+    self.batch_size, self.capacity, self.max_new_tokens = batch_size, capacity, max_new_tokens
+    self.appended: dict[str, list[list[int]]] = {}  # Prompt -> chunks appended to its row, in order.
+    self.generate_calls = 0
+
+  def new_state(self):
+    return {"rows": [None] * self.batch_size, "lengths": np.zeros(self.batch_size, int), "turns": {}}
+
+  def reset(self, state, rows):
+    for b in np.flatnonzero(rows):
+      state["rows"][b], state["lengths"][b] = None, 0
+    return state
+
+  def lengths(self, state):
+    return state["lengths"].copy()
+
+  def append(self, state, chunks):
+    for b, chunk in enumerate(chunks):
+      if chunk is None or not len(chunk):
+        continue
+      chunk = [int(t) for t in chunk]
+      assert state["lengths"][b] + len(chunk) <= self.capacity
+      if state["rows"][b] is None:  # A new row: [bos] + prompt.
+        assert chunk[0] == 0
+        state["rows"][b] = self.vocab.decode(chunk[1:])
+        state["turns"][state["rows"][b]] = 0
+      self.appended.setdefault(state["rows"][b], []).append(chunk)
+      state["lengths"][b] += len(chunk)
+    return state
+
+  def generate(self, state, rng, *, active=None, sampling=None, max_new_tokens=None):
+    self.generate_calls += 1
+    width = self.max_new_tokens
+    tokens = np.zeros((self.batch_size, width), np.int32)
+    logprobs = np.zeros((self.batch_size, width), np.float32)
+    num = np.zeros(self.batch_size, np.int32)
+    reasons = np.zeros(self.batch_size, np.int32)
+    for b in np.flatnonzero(active):
+      prompt = state["rows"][b]
+      turn = state["turns"][prompt]
+      state["turns"][prompt] += 1
+      text = self.scripts[prompt][turn]
+      ids = self.encoder.encode(text)
+      reason = StopReason.STOP_SEQUENCE if text.endswith(("</search>", "</answer>")) else StopReason.MAX_NEW_TOKENS
+      room = self.capacity - state["lengths"][b]
+      if len(ids) >= room:
+        ids, reason = ids[:room], StopReason.CAPACITY
+      ids = ids[:width]
+      tokens[b, :len(ids)] = ids
+      logprobs[b, :len(ids)] = -0.25
+      num[b], reasons[b] = len(ids), reason
+      state["lengths"][b] += len(ids)
+    return state, GenerationResult(tokens, logprobs, num, reasons)

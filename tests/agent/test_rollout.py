@@ -1,6 +1,6 @@
 """The multi-turn search loop.
 
-Most tests drive the loop with `ScriptedPolicy`, which writes prescribed turns and records every
+Most tests drive the loop with `ScriptedPolicy` (conftest.py), which writes prescribed turns and records every
 token the loop appends to each row, so they can check what the environment sends and when. The
 last tests run the real KV-cache sampler and check every recorded token and log-probability
 against one forward pass over the whole episode.
@@ -19,72 +19,10 @@ from masksearch_jax.agent.rollout import (INVALID_ACTION_MESSAGE, RolloutConfig,
                                           parse_action)
 from masksearch_jax.data.trajectories import (MODEL, OBSERVATION, ContextEncoder, TrajectoryWriter,
                                               read_trajectories)
-from masksearch_jax.models.sampler import GenerationResult, StopReason
 from masksearch_jax.models.transformer import Decoder, TransformerConfig
 from masksearch_jax.retrieval.client import HttpRetriever, RetrievalError
 from masksearch_jax.retrieval.retriever import Retriever
 from masksearch_jax.retrieval.server import make_server
-
-
-class ScriptedPolicy:
-  """The sampler's interface, writing scripted turns: `scripts[prompt]` is the list of turn texts."""
-
-  def __init__(self, vocab, scripts: dict[str, list[str]], *, batch_size: int, capacity: int, max_new_tokens: int):
-    self.encoder = ContextEncoder(vocab)
-    self.vocab = vocab
-    self.scripts = scripts
-    self.batch_size, self.capacity, self.max_new_tokens = batch_size, capacity, max_new_tokens
-    self.appended: dict[str, list[list[int]]] = {}  # Prompt -> chunks appended to its row, in order.
-    self.generate_calls = 0
-
-  def new_state(self):
-    return {"rows": [None] * self.batch_size, "lengths": np.zeros(self.batch_size, int), "turns": {}}
-
-  def reset(self, state, rows):
-    for b in np.flatnonzero(rows):
-      state["rows"][b], state["lengths"][b] = None, 0
-    return state
-
-  def lengths(self, state):
-    return state["lengths"].copy()
-
-  def append(self, state, chunks):
-    for b, chunk in enumerate(chunks):
-      if chunk is None or not len(chunk):
-        continue
-      chunk = [int(t) for t in chunk]
-      assert state["lengths"][b] + len(chunk) <= self.capacity
-      if state["rows"][b] is None:  # A new row: [bos] + prompt.
-        assert chunk[0] == 0
-        state["rows"][b] = self.vocab.decode(chunk[1:])
-        state["turns"][state["rows"][b]] = 0
-      self.appended.setdefault(state["rows"][b], []).append(chunk)
-      state["lengths"][b] += len(chunk)
-    return state
-
-  def generate(self, state, rng, *, active=None, sampling=None, max_new_tokens=None):
-    self.generate_calls += 1
-    width = self.max_new_tokens
-    tokens = np.zeros((self.batch_size, width), np.int32)
-    logprobs = np.zeros((self.batch_size, width), np.float32)
-    num = np.zeros(self.batch_size, np.int32)
-    reasons = np.zeros(self.batch_size, np.int32)
-    for b in np.flatnonzero(active):
-      prompt = state["rows"][b]
-      turn = state["turns"][prompt]
-      state["turns"][prompt] += 1
-      text = self.scripts[prompt][turn]
-      ids = self.encoder.encode(text)
-      reason = StopReason.STOP_SEQUENCE if text.endswith(("</search>", "</answer>")) else StopReason.MAX_NEW_TOKENS
-      room = self.capacity - state["lengths"][b]
-      if len(ids) >= room:
-        ids, reason = ids[:room], StopReason.CAPACITY
-      ids = ids[:width]
-      tokens[b, :len(ids)] = ids
-      logprobs[b, :len(ids)] = -0.25
-      num[b], reasons[b] = len(ids), reason
-      state["lengths"][b] += len(ids)
-    return state, GenerationResult(tokens, logprobs, num, reasons)
 
 
 class RecordingRetriever(Retriever):
@@ -107,6 +45,7 @@ class RecordingRetriever(Retriever):
 
 
 def agent_for(vocab, retriever, scripts, **limits):
+  from conftest import ScriptedPolicy
   options = dict(batch_size=2, max_turns=4, max_turn_tokens=200, max_observation_tokens=400, max_length=1500,
                  top_k=2, retry_backoff=0.0)
   options.update(limits)
