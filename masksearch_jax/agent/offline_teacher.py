@@ -24,7 +24,7 @@ which plays the same game by rules on the embedded world:
   (subject, relation, value) readings; a pronoun subject is the page's title. A reading can
   be wrong (an ambiguous list, a parent of unknown gender, a guess among several
   candidates): the judge filters.
-* **The judge.** Token-level recall (`token_recall`, the MaskSearch metric) of the answer
+* **The judge.** Token-level recall (`text_metrics.token_recall`, the MaskSearch metric) of the answer
   against the gold must be 1: for QA against the answer and its aliases, for RAMP for every
   masked span (`ramp_recall`). Or an LLM judge (any object with
   `judge(question, gold, prediction) -> bool`, e.g. `synthesis.LLMJudge`).
@@ -48,7 +48,6 @@ import logging
 import os
 import random
 import re
-import string
 import sys
 import time
 from pathlib import Path
@@ -64,6 +63,7 @@ from masksearch_jax.data.world_pages import TEMPLATES
 from masksearch_jax.data.world_questions import ASK, BRIDGE_COMPARISONS, COMPARISONS
 from masksearch_jax.data.world_types import MONTHS, RELATIONS
 from masksearch_jax.retrieval.retriever import Retriever, SearchHit, search_excluding
+from masksearch_jax.text_metrics import normalize_answer, ramp_fills, ramp_recall, token_recall
 
 logger = logging.getLogger(__name__)
 
@@ -74,85 +74,7 @@ DROP_REASONS = ("judge", "unresolved", "max_turns", "judge_error")
 
 
 # ---------------------------------------------------------------------------------------------
-# The judge's metric.
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = frozenset(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-  """HotpotQA / SQuAD answer normalisation.
-
-  Args:
-    text: Any answer text.
-
-  Returns:
-    `text` lower-cased, without punctuation, without the words a/an/the, with runs of
-    whitespace collapsed to one space.
-  """
-  text = "".join(c for c in text.lower() if c not in _PUNCTUATION)
-  return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def token_recall(prediction: str, golds: str | Sequence[str]) -> float:
-  """Token-level recall of `prediction` (MaskSearch's metric), maximised over the golds.
-
-  Recall is |common tokens| / |gold tokens| (a multiset overlap of whitespace tokens after
-  `normalize_answer`). A gold that normalises to nothing is skipped.
-
-  Args:
-    prediction: The answer given.
-    golds: The gold answer, or the gold answer and its aliases.
-
-  Returns:
-    The best recall in [0, 1]; 0.0 when no gold has a token.
-  """
-  if isinstance(golds, str):
-    golds = [golds]
-  predicted = collections.Counter(normalize_answer(prediction).split())
-  best = 0.0
-  for gold in golds:
-    tokens = normalize_answer(gold).split()
-    if not tokens:
-      continue
-    common = predicted & collections.Counter(tokens)
-    best = max(best, sum(common.values()) / len(tokens))
-  return best
-
-
-def ramp_fills(masked_paragraph: str, paragraph: str) -> list[str] | None:
-  """The texts that stand where the `[mask]`s of `masked_paragraph` are in `paragraph`.
-
-  Args:
-    masked_paragraph: The paragraph with `[mask]`s.
-    paragraph: A filled version of it (a prediction, or the original).
-
-  Returns:
-    One text per `[mask]`, in order; None when `paragraph` does not keep the text around
-    the masks (it changed more than the masks).
-  """
-  pieces = masked_paragraph.strip().split(protocol.MASK)
-  pattern = "(.*?)".join(re.escape(p) for p in pieces)
-  match = re.fullmatch(pattern, paragraph.strip(), re.DOTALL)
-  return list(match.groups()) if match else None
-
-
-def ramp_recall(masked_paragraph: str, prediction: str, masks: Sequence[str]) -> float:
-  """The mean token recall of the masked spans of a filled paragraph.
-
-  Args:
-    masked_paragraph: The paragraph with `[mask]`s.
-    prediction: The filled paragraph.
-    masks: The gold text of each `[mask]`, in order.
-
-  Returns:
-    The mean over masks of `token_recall(fill, mask)`; 0.0 when the prediction changed text
-    outside the masks or the mask count differs.
-  """
-  fills = ramp_fills(masked_paragraph, prediction)
-  if fills is None or len(fills) != len(masks) or not masks:
-    return 0.0
-  return sum(token_recall(fill, gold) for fill, gold in zip(fills, masks)) / len(masks)
+# The judge (its metric lives in `masksearch_jax.text_metrics`).
 
 
 class Judge(Protocol):

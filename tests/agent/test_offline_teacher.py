@@ -86,35 +86,7 @@ def qa_run(train_questions, world_retriever, tiny_world):
   return list(ot.synthesize_qa(train_questions, world_retriever, tiny_world))
 
 
-# -- the metric --------------------------------------------------------------------------------
-
-
-def test_token_recall_normalises_like_hotpotqa():
-  assert ot.normalize_answer("  The Road, to  DOGA! ") == "road to doga"
-  assert ot.normalize_answer("an apple a day") == "apple day"
-  assert ot.token_recall("the Doga River.", "Doga river") == 1.0
-  assert ot.token_recall("1234 km", "1,234 km") == 1.0  # Punctuation goes: "1,234" is "1234".
-  assert ot.token_recall("", "Doga") == 0.0
-
-
-def test_token_recall_counts_gold_tokens_and_takes_the_best_alias():
-  assert ot.token_recall("Tabudo", "Tabudo Muzu") == 0.5  # Partial answers get partial recall.
-  assert ot.token_recall("Tabudo Muzu and more words", "Tabudo Muzu") == 1.0  # Recall ignores extras.
-  assert ot.token_recall("Muzu Muzu", "Muzu Muzu Muzu") == pytest.approx(2 / 3)  # A multiset.
-  assert ot.token_recall("3 May 1921", ["May 3, 1921", "1921-05-03"]) == 1.0
-  assert ot.token_recall("Lazeran", ["Lazera", "Lazeran"]) == 1.0
-  assert ot.token_recall("Lazera", ["the", "Lazeran"]) == 0.0  # A gold of articles only is skipped.
-  assert ot.token_recall("x", []) == 0.0
-
-
-def test_ramp_recall_scores_each_mask_and_refuses_edits_outside_them():
-  masked = "X was born in [mask] on [mask]."
-  assert ot.ramp_fills(masked, "X was born in Vitole on 3 May 1921.") == ["Vitole", "3 May 1921"]
-  assert ot.ramp_recall(masked, "X was born in Vitole on 3 May 1921.", ["Vitole", "3 May 1921"]) == 1.0
-  assert ot.ramp_recall(masked, "X was born in Vitole on 4 June 1921.", ["Vitole", "3 May 1921"]) == pytest.approx(
-      (1 + 1 / 3) / 2)
-  assert ot.ramp_recall(masked, "Y was born in Vitole on 3 May 1921.", ["Vitole", "3 May 1921"]) == 0.0
-  assert ot.ramp_recall(masked, "X was born in Vitole on 3 May 1921.", ["Vitole"]) == 0.0
+# -- helpers ---------------------------------------------------------------------------------
 
 
 def test_value_helpers():

@@ -1,0 +1,1 @@
+"""Reinforcement learning (DAPO): rewards, the policy loss and advantages, dynamic sampling."""
