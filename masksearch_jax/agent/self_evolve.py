@@ -32,7 +32,7 @@ import gin
 
 from masksearch_jax.agent import protocol
 from masksearch_jax.agent.llm_backends import LLMError
-from masksearch_jax.agent.offline_teacher import load_world, ramp_examples, ramp_recall, token_recall
+from masksearch_jax.agent.offline_teacher import load_world, ramp_examples
 from masksearch_jax.agent.rollout import RolloutConfig, RolloutTask, SearchAgent
 from masksearch_jax.agent.synthesis import LLMJudge, MalformedReplyError, SynthesisTask, make_tasks
 from masksearch_jax.data import seqio_tasks, world_io
@@ -41,6 +41,7 @@ from masksearch_jax.data.ramp_source import RampCorpus
 from masksearch_jax.data.trajectories import Trajectory, TrajectoryWriter, read_trajectories
 from masksearch_jax.models.span_scorer import load_checkpoint
 from masksearch_jax.retrieval import open_retriever, tantivy_index
+from masksearch_jax.text_metrics import ramp_recall, token_recall
 from masksearch_jax.training import trainer
 
 logger = logging.getLogger(__name__)
