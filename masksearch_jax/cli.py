@@ -397,6 +397,82 @@ def _run_serve_model(args: argparse.Namespace) -> int:
   return 0
 
 
+# Flags of `masksearch eval` and the runs/eval.gin macros they set.
+_EVAL_MACROS = (("checkpoint", "EVAL_CHECKPOINT"), ("benchmark", "EVAL_BENCHMARK"), ("path", "EVAL_PATH"),
+                ("out", "EVAL_DIR"), ("method", "EVAL_METHOD"), ("mode", "EVAL_MODE"), ("label", "EVAL_LABEL"),
+                ("split", "EVAL_SPLIT"), ("limit", "EVAL_LIMIT"), ("types", "EVAL_TYPES"), ("seed", "EVAL_SEED"),
+                ("index", "EVAL_INDEX"), ("url", "EVAL_URL"), ("rag_top_k", "RAG_TOP_K"),
+                ("vocabulary", "EVAL_VOCABULARY"), ("overwrite", "EVAL_OVERWRITE"))
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("eval", help="Evaluate a policy as a search agent (or a baseline) on a benchmark "
+                                  "(gin/runs/eval.gin): recall, EM, F1, predictions, report.")
+  p.add_argument("--checkpoint", help="The policy: a parameter checkpoint, a run's checkpoints or model directory.")
+  p.add_argument("--benchmark", help="hotpotqa, musique, 2wiki, bamboogle, fanoutqa, freshqa, flashrag, searchr1 "
+                                     "or world (the embedded world's questions).")
+  p.add_argument("--path", help="The benchmark's file (for world: a world directory; default: the tasks' world).")
+  p.add_argument("--out", help="The run directory (one method and seed; any number of benchmarks).")
+  p.add_argument("--method", help="The method's name, the report's row (default masksearch).")
+  p.add_argument("--mode", choices=("agent", "rag"), help="agent: multi-turn search (default); rag: retrieve the "
+                                                          "top --rag_top_k passages once, then answer.")
+  p.add_argument("--label", help="The benchmark's column name (default: its own name).")
+  p.add_argument("--split", choices=("train", "dev", "test"), help="world only: the questions' split (default test).")
+  p.add_argument("--limit", type=int, help="Evaluate the first N questions (0: all).")
+  p.add_argument("--types", type=lambda s: [t for t in s.split(",") if t],
+                 help="Only questions of these types, comma separated.")
+  p.add_argument("--seed", type=int, help="Seed of the rollouts (default 0).")
+  group = p.add_mutually_exclusive_group()
+  group.add_argument("--index", help="Index directory (default for world: the world's index, built into the cache).")
+  group.add_argument("--url", help="A retrieval server (Search-R1's /retrieve).")
+  p.add_argument("--rag_top_k", type=int, help="Passages for --mode rag (default 3).")
+  p.add_argument("--vocabulary", help="The policy's SentencePiece model (default: the tasks' vocabulary from Gin).")
+  p.add_argument("--overwrite", action="store_const", const=True, help="Redo a finished evaluation.")
+  _add_gin_flags(p)
+  p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+  import os
+
+  from masksearch_jax import gin_flags
+  files = list(args.gin_file)
+  if not any(os.path.basename(f) == "eval.gin" for f in files):
+    files.insert(0, "runs/eval.gin")
+  flags = [f"{macro} = {getattr(args, name)!r}" for name, macro in _EVAL_MACROS if getattr(args, name) is not None]
+  if len(files) == 1:  # Only runs/eval.gin: the required macros must come from flags or bindings.
+    for name, macro in (("checkpoint", "EVAL_CHECKPOINT"), ("benchmark", "EVAL_BENCHMARK"), ("out", "EVAL_DIR")):
+      if getattr(args, name) is None and not any(b.split("=")[0].strip() == macro for b in args.gin_bindings):
+        raise gin_flags.ConfigError(f"masksearch eval needs --{name} (or --gin.{macro})")
+  from masksearch_jax.eval import runner  # Registers the Gin configurables of evaluation before parsing.
+  gin_flags.parse(gin_files=files, bindings=[*args.gin_bindings, *flags], search_paths=args.gin_search_paths)
+  import gin
+  result = gin_flags.call_configured(gin.get_configurable(runner.evaluate))
+  if result.already_done:
+    print(f"{result.directory} was already evaluated (--overwrite redoes it)")
+  runner.print_summary(result)
+  return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("report", help="Join evaluation runs into one table (markdown, JSON, PNG chart).")
+  p.add_argument("run_dirs", nargs="+", help="Run directories of `masksearch eval` (seeds of a method are joined).")
+  p.add_argument("--out", help="Directory for report.md, report.json and report.png (default: print only).")
+  p.add_argument("--metric", default="recall", choices=("recall", "em", "f1", "judge"),
+                 help="The main metric: the first table and the chart (default recall, the paper's).")
+  p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+  from masksearch_jax.eval import report
+  content = report.report(report.load_results(args.run_dirs), args.metric)
+  print(report.markdown_report(content), end="")
+  if args.out:
+    paths = report.write_report(args.run_dirs, args.out, args.metric)
+    print(f"report of {len(content['runs'])} results -> {paths['md']}, {paths['json']}, {paths['png']}")
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   from masksearch_jax import gin_flags
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -406,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   sub = parser.add_subparsers(dest="command", required=True)
   for add in (_add_quickstart, _add_train, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
               _add_serve_model, _add_train_vocab, _add_make_ramp, _add_synthesize, _add_self_evolve, _add_import_hf,
-              _add_export_hf):
+              _add_export_hf, _add_eval, _add_report):
     add(sub)
   args = parser.parse_args(argv)
   try:
