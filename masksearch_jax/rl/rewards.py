@@ -156,10 +156,12 @@ def penalized_recall(prediction: str, golds: str | Sequence[str], *, length_slac
   * The length factor lets an answer be `length_slack` tokens longer than the gold for free
     ("the Doga River" for "Doga"); beyond that the reward falls like precision, so an answer
     that copies a whole observation of 200 tokens to cover a 2-token gold gets 0.02.
-  * The candidate factor divides by the number of extra items listed: an answer listing k
-    single-word candidates for a one-word gold earns at most min(1, 3/k) / k, strictly less
-    than the 1/k that picking one of them at random earns on average, so enumerating never
-    pays. A gold that is itself a list ("Tom and Jerry") allows as many items.
+  * The candidate factor divides by the number of items listed beyond the gold's: an answer
+    listing k candidates for a one-item gold earns at most 1/k, what picking one of them at
+    random earns on average, so enumerating never pays; the length factor makes it strictly
+    less once the list is longer than the gold plus `length_slack` ("Vitole, Doga, Kelo,
+    Rani or Muzu" for "Vitole": 3/6 / 5 = 0.1 instead of 1/5). A gold that is itself a list
+    ("Tom and Jerry") allows as many items.
 
   Args:
     prediction: The answer given.
@@ -576,7 +578,7 @@ class RewardFunction:
       (recall scaled down for long or enumerated answers, see `penalized_recall`) or
       "judge" (an LLM's correct/incorrect, `judge` must be set; penalised recall where it
       fails).
-    answer_weight: Weight of the answer reward (in [0, 1] for every choice).
+    answer_weight: Weight of the answer reward (every choice of it lies in [0, 1]).
     format_weight: Weight of the format reward (1 when `check_format` accepts the response,
       else 0).
     format_gates_answer: Multiply the answer reward by the format reward, so a malformed
