@@ -223,7 +223,7 @@ def self_evolve(*, workdir: str = gin.REQUIRED, initial_trajectories: Sequence[s
   root = Path(workdir).absolute()
   root.mkdir(parents=True, exist_ok=True)
   if url is None and index is None:
-    index = _world_index(kind, world)
+    index = world_index(kind, world)
   history: list[dict] = []
   data_sets = [[str(Path(p).absolute()) for p in initial_trajectories]]
   previous_checkpoint: str | None = None
@@ -273,7 +273,7 @@ def _write_json(path: Path, value: Any) -> None:
     f.write(json.dumps(value, indent=2) + "\n")
 
 
-def _world_index(kind: str, world: Any) -> str:
+def world_index(kind: str, world: Any = None) -> str:
   """The cached index of the world the tasks come from."""
   if world is None:
     world = RampCorpus().world if kind == "ramp" else seqio_tasks.QAFiles().world
