@@ -317,6 +317,33 @@ def _run_synthesize(args: argparse.Namespace) -> int:
   return 0
 
 
+def _add_dapo(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("dapo", help="RL with DAPO on search-agent rollouts (gin/runs/dapo_ramp.gin, dapo_qa.gin).")
+  p.add_argument("--coordinator_address", help="Multi-host: host:port of process 0.")
+  p.add_argument("--num_processes", type=int, help="Multi-host: number of processes.")
+  p.add_argument("--process_id", type=int, help="Multi-host: this process's index.")
+  p.add_argument("--multihost", action="store_true", help="Let JAX find its peers (Cloud TPU pods).")
+  _add_gin_flags(p)
+  p.set_defaults(func=_run_dapo)
+
+
+def _run_dapo(args: argparse.Namespace) -> int:
+  from masksearch_jax import gin_flags
+  from masksearch_jax.training import multihost
+  multihost.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
+                       process_id=args.process_id, auto=args.multihost)
+  if not args.gin_file:
+    raise gin_flags.ConfigError("masksearch dapo needs --gin_file (a model file and runs/dapo_ramp.gin or dapo_qa.gin)")
+  from masksearch_jax.rl import dapo  # noqa: F401 -- registers its configurables before parsing.
+  gin_flags.parse(gin_files=args.gin_file, bindings=args.gin_bindings, search_paths=args.gin_search_paths)
+  import gin
+  summary = gin_flags.call_configured(gin.get_configurable(dapo.train_dapo))
+  print(f"DAPO to step {summary.final_step} (last batch reward {summary.final_reward}) after "
+        f"{summary.generation_batches} generation batches ({summary.discarded_groups} groups discarded) in "
+        f"{summary.seconds:.1f}s -> {summary.model_dir}")
+  return 0
+
+
 def _add_self_evolve(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser("self-evolve", help="Self-evolving distillation: rounds of train, teach with own rollouts, judge "
                                          "(gin/runs/self_evolve.gin).")
@@ -481,8 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="masksearch", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   for add in (_add_quickstart, _add_train, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
-              _add_serve_model, _add_train_vocab, _add_make_ramp, _add_synthesize, _add_self_evolve, _add_import_hf,
-              _add_export_hf, _add_eval, _add_report):
+              _add_serve_model, _add_train_vocab, _add_make_ramp, _add_synthesize, _add_self_evolve, _add_dapo,
+              _add_import_hf, _add_export_hf, _add_eval, _add_report):
     add(sub)
   args = parser.parse_args(argv)
   try:
@@ -508,6 +535,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     errors += [hf_io.UnsupportedHFConfigError, hf_io.CheckpointMismatchError]
   if "masksearch_jax.training.trainer" in sys.modules:
     errors.append(sys.modules["masksearch_jax.training.trainer"].NonFiniteLossError)
+  if "masksearch_jax.rl.dynamic_sampling" in sys.modules:
+    errors.append(sys.modules["masksearch_jax.rl.dynamic_sampling"].DynamicSamplingError)
   if "masksearch_jax.retrieval.client" in sys.modules:
     errors.append(sys.modules["masksearch_jax.retrieval.client"].RetrievalError)
   return tuple(errors)

@@ -186,6 +186,7 @@ class RolloutStats:
   generated_tokens: int = 0
   stop_reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   seconds: float = 0.0
+  search_seconds: float = 0.0  # Waiting for the retriever (with retries).
 
 
 class SearchAgent:
@@ -287,7 +288,10 @@ class SearchAgent:
           rows[b] = None
           pending[b] = None
           yield self._finish(episode)
-      for b, observation in zip(searching, self._search([rows[b] for b in searching])):
+      search_started = time.perf_counter()
+      observations = self._search([rows[b] for b in searching])
+      stats.search_seconds += time.perf_counter() - search_started
+      for b, observation in zip(searching, observations):
         pending[b] = self._observe(rows[b], observation)
       for b in range(cfg.batch_size):
         if rows[b] is not None and rows[b].stop_reason is not None:  # No room for the observation.

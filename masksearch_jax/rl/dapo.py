@@ -211,6 +211,7 @@ class DapoSummary:
   resumed_from: int | None
   seconds: float
   reward_history: list[float] = dataclasses.field(default_factory=list)  # Mean reward of each training batch.
+  seconds_by_part: dict[str, float] = dataclasses.field(default_factory=dict)  # generation, retrieval, reward, update.
 
 
 @gin.configurable(module="masksearch_jax.rl.dapo")
@@ -373,6 +374,7 @@ def train_dapo(*,
     bar = tqdm(total=total_steps, initial=step, desc="dapo", unit="step", disable=not progress or jax.process_index())
     last_reward = None
     history: list[float] = []
+    times = dict.fromkeys(("generation", "retrieval", "reward", "update"), 0.0)
     try:
       with open_retriever(index=index, url=url) as retriever:
         agent = SearchAgent(model, state["params"], vocabulary, retriever, rollout, partitioner=partitioner)
@@ -380,8 +382,10 @@ def train_dapo(*,
           stage = _stage_at(stages, step)
           agent.sampler.params = state["params"]
 
+          timer = dict.fromkeys(("generation", "retrieval", "reward", "update"), 0.0)
+
           def generate(num_prompts: int, seed: int, stream=streams[stage]) -> list[Group]:
-            return _rollout_and_score(agent, reward_fn, stream.take(num_prompts), group_size, seed)
+            return _rollout_and_score(agent, reward_fn, stream.take(num_prompts), group_size, seed, timer)
 
           batch = sampler.sample(generate)
           trajectories = [t for group in batch.groups for t, _ in group.responses]
@@ -396,9 +400,11 @@ def train_dapo(*,
             rows = {k: v[u * per_update:(u + 1) * per_update] for k, v in features.items()}
             rows = {k: jax.make_array_from_process_local_data(partitioner.data_sharding(v.ndim), v)
                     for k, v in rows.items()}
+            update_started = time.perf_counter()
             state, metrics = update(state, rows)
             step += 1
             scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            timer["update"] += time.perf_counter() - update_started
             if not math.isfinite(scalars["loss"]):
               raise NonFiniteLossError(f"DAPO loss is {scalars['loss']} at step {step}; stopped, the last good "
                                        f"checkpoint in {run_checkpoints.directory} is kept")
@@ -410,6 +416,9 @@ def train_dapo(*,
             bar.update(1)
             bar.set_postfix(reward=f"{last_reward:.3f}", kept=f"{batch.kept_share:.2f}",
                             loss=f"{scalars['loss']:.3f}")
+          for name, seconds in timer.items():
+            times[name] += seconds
+          writer.write_scalars(step, {f"time/{name}": seconds for name, seconds in timer.items()})
           if step // checkpoint_period > (step - updates_per_batch) // checkpoint_period or step == total_steps:
             run_checkpoints.save(step, state, {
                 "step": step, "stages": [list(s) for s in stages], "task_positions": [s.position for s in streams],
@@ -420,7 +429,7 @@ def train_dapo(*,
       writer.flush()
       writer.close()
   return DapoSummary(str(model_path), step, sampler.num_gen_batches, sampler.num_groups_discarded, last_reward,
-                     resumed_from, time.perf_counter() - start_time, history)
+                     resumed_from, time.perf_counter() - start_time, history, times)
 
 
 def _stage_at(stages: Sequence[tuple[Any, int]], step: int) -> int:
@@ -433,15 +442,23 @@ def _stage_at(stages: Sequence[tuple[Any, int]], step: int) -> int:
 
 
 def _rollout_and_score(agent: SearchAgent, reward_fn: RewardFunction, tasks: list[SynthesisTask], group_size: int,
-                       seed: int) -> list[Group]:
-  """G rollouts of each task, scored: one `Group` per task whose responses are (trajectory, reward components)."""
+                       seed: int, timer: dict[str, float]) -> list[Group]:
+  """G rollouts of each task, scored: one `Group` per task whose responses are (trajectory, reward components).
+
+  Adds the seconds spent generating, waiting for the retriever and scoring to `timer`.
+  """
+  started = time.perf_counter()
   rollout_tasks = [RolloutTask(id=f"{t.id}#{g}", kind=t.kind, prompt=t.prompt, gold=t.gold, exclude_ids=t.source_ids,
                                meta=dict(t.meta))
                    for t in tasks for g in range(group_size)]
   by_id = {t.id: t for t in agent.run(rollout_tasks, seed=seed)}
   flat = [by_id[r.id] for r in rollout_tasks]
+  scored_at = time.perf_counter()
+  timer["retrieval"] += agent.stats.search_seconds
+  timer["generation"] += scored_at - started - agent.stats.search_seconds
   scored = reward_fn([RewardInput.from_trajectory(t, task_text(tasks[i // group_size]))
                       for i, t in enumerate(flat)])
+  timer["reward"] += time.perf_counter() - scored_at
   groups = []
   for k, task in enumerate(tasks):
     rows = range(k * group_size, (k + 1) * group_size)

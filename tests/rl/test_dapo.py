@@ -151,3 +151,111 @@ def test_dapo_raises_the_reward_on_the_toy_environment(vocab, toy_sft_checkpoint
   assert first < 0.6, history  # About a quarter of random answers say "kelo".
   assert last > first + 0.25, history
   assert summary.generation_batches >= 16
+
+
+TOY_ROLLOUT = dict(batch_size=16, max_turns=3, max_turn_tokens=32, max_observation_tokens=64, max_length=448,
+                   top_k=1, temperature=1.0, prefill_buckets=(32, 128))
+
+
+def toy_run(vocab, checkpoint, index, model_dir, **overrides):
+  options = dict(model=CONFIG, model_dir=str(model_dir), total_steps=4, kind="qa", group_size=4, train_batch_size=4,
+                 gen_batch_size=6, mini_batch_size=4, micro_batch_size=8, max_num_gen_batches=8,
+                 rollout=RolloutConfig(**TOY_ROLLOUT), reward_fn=RewardFunction(answer_reward="recall"),
+                 optimizer=optax.adam, learning_rate=2e-3, initial_checkpoint_path=str(checkpoint), index=str(index),
+                 task_items=toy_items, vocabulary=vocab, checkpoint_period=2, progress=False)
+  options.update(overrides)
+  return train_dapo(**options)
+
+
+def test_an_interrupted_run_resumes_exactly(vocab, toy_sft_checkpoint, tmp_path, monkeypatch):
+  from masksearch_jax.models.span_scorer import load_checkpoint
+  from masksearch_jax.rl import dapo
+  index = tmp_path / "index"
+  build_index(TOY_PASSAGES, index, progress=False)
+  whole = toy_run(vocab, toy_sft_checkpoint, index, tmp_path / "whole")
+
+  real = dapo.rl_features
+  calls = []
+
+  def failing_features(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:  # The third training batch, after the checkpoint of step 2.
+      raise KeyboardInterrupt("simulated interruption")
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(dapo, "rl_features", failing_features)
+  with pytest.raises(KeyboardInterrupt):
+    toy_run(vocab, toy_sft_checkpoint, index, tmp_path / "cut")
+  monkeypatch.setattr(dapo, "rl_features", real)
+  resumed = toy_run(vocab, toy_sft_checkpoint, index, tmp_path / "cut")
+  assert resumed.resumed_from == 2 and resumed.final_step == 4
+  assert resumed.reward_history == whole.reward_history[2:]
+  assert resumed.generation_batches == whole.generation_batches
+  a, _ = load_checkpoint(tmp_path / "whole")
+  b, _ = load_checkpoint(tmp_path / "cut")
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert set(whole.seconds_by_part) == {"generation", "retrieval", "reward", "update"}
+  assert all(v > 0 for v in whole.seconds_by_part.values())
+
+
+_SHARDED_CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import jax, numpy as np
+import test_dapo as T
+from masksearch_jax.data import vocabularies
+from masksearch_jax.models.span_scorer import load_checkpoint
+from masksearch_jax.training.partitioning import Partitioner
+assert jax.device_count() == 8
+vocab = vocabularies.sentencepiece_vocabulary(sys.argv[2])
+out = {}
+for name, partitioner in [("one", Partitioner(devices=jax.devices()[:1])),
+                          ("mesh", Partitioner(mesh_axes={"data": 2, "fsdp": 2, "tensor": 2}))]:
+  summary = T.toy_run(vocab, sys.argv[3], sys.argv[4], f"{sys.argv[5]}/{name}", total_steps=2, checkpoint_period=2,
+                      partitioner=partitioner)
+  params, _ = load_checkpoint(f"{sys.argv[5]}/{name}")
+  out[name] = {"rewards": summary.reward_history,
+               "params": [np.asarray(x).ravel()[:50].tolist() for x in jax.tree_util.tree_leaves(params)]}
+print(json.dumps(out))
+"""
+
+
+def test_dapo_runs_sharded_on_the_sft_partitioner(vocab, toy_sft_checkpoint, tmp_path):
+  import json
+  import os
+  import subprocess
+  import sys
+  index = tmp_path / "index"
+  build_index(TOY_PASSAGES, index, progress=False)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  here = os.path.dirname(__file__)
+  proc = subprocess.run([sys.executable, "-c", _SHARDED_CHILD, here, vocab.sentencepiece_model_file,
+                         str(toy_sft_checkpoint), str(index), str(tmp_path)], env=env, capture_output=True, text=True,
+                        timeout=900, cwd=os.path.dirname(here))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["mesh"]["rewards"] == out["one"]["rewards"]
+  for a, b in zip(out["one"]["params"], out["mesh"]["params"]):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_dapo_command_with_the_run_files(tiny_run_gin, tmp_path, capsys):
+  from masksearch_jax import cli
+  args = ["dapo", "--gin_file=models/tiny.gin", "--gin_file=runs/dapo_ramp.gin", f"--gin_file={tiny_run_gin}",
+          f"--gin.MODEL_DIR='{tmp_path / 'dapo'}'", "--gin.INITIAL_CHECKPOINT_PATH=None", "--gin.TRAIN_STEPS=2",
+          "--gin.CURRICULUM=[(1, 1), (2, 1)]", "--gin.GROUP_SIZE=2", "--gin.TRAIN_BATCH_SIZE=2",
+          "--gin.GEN_BATCH_SIZE=2", "--gin.MINI_BATCH_SIZE=2", "--gin.MICRO_BATCH_SIZE=2",
+          "--gin.MAX_NUM_GEN_BATCHES=1",
+          "--gin_bindings=rollout.RolloutConfig.batch_size = 4", "--gin_bindings=rollout.RolloutConfig.max_turns = 2",
+          "--gin_bindings=rollout.RolloutConfig.max_turn_tokens = 8",
+          "--gin_bindings=rollout.RolloutConfig.max_length = 512",
+          "--gin_bindings=rollout.RolloutConfig.prefill_buckets = (64, 256)"]
+  # A random policy never answers: every group's rewards are equal, and dynamic sampling says so.
+  assert cli.main(args) == 2
+  error = capsys.readouterr().err
+  assert "max_num_gen_batches=1" in error and "kept 0 of the 2 groups" in error
+  # Without the filter (plain GRPO batches) the same run trains through both curriculum stages.
+  assert cli.main(args + ["--gin_bindings=masksearch_jax.rl.dynamic_sampling.DynamicSampler.filter_groups = False"]) == 0
+  assert "DAPO to step 2" in capsys.readouterr().out
+  assert (tmp_path / "dapo" / "checkpoints").is_dir() and (tmp_path / "dapo" / "config.gin").is_file()
