@@ -16,6 +16,14 @@ values live in one `KVCache`. Two jitted functions do all the work:
 Because a stopped row's last token is in its cache, a rollout continues a row by
 appending the observation and generating again: the context is never re-encoded.
 
+Both functions run the model on a window of the cache: its first W slots, W the
+smallest of a few static sizes (powers of two from 512 up to half the cache, and
+the whole cache) that holds every row the call writes. Attention and the model's
+per-step cache update then cost what the rows hold, not what the cache could hold;
+rows the call does not write keep their cache as it was. The cache itself is the capacity plus one slot
+(where a finished row's unused step writes); a prefill chunk that runs past it goes
+to a temporarily widened copy.
+
 Log-probabilities are those of the model itself (the softmax of its logits before
 temperature, top-k or top-p), which is what a policy-gradient update compares with.
 """
@@ -151,7 +159,8 @@ class Sampler:
     eos_id: End-of-sequence id (also a stop), or None.
     pad_id: Id written where a row has no token.
     prefill_buckets: Chunk lengths for `append`; a chunk is padded to the smallest bucket that
-      holds it, and longer inputs go in several chunks of the largest bucket.
+      holds it (or, when that would be mostly padding, split at a smaller one), and longer inputs
+      go in several chunks of the largest bucket.
     partitioner: Places parameters, cache and batch on its mesh with the training rules
       (None: the default device).
   """
@@ -173,10 +182,12 @@ class Sampler:
     self.partitioner = partitioner
     self._model = Decoder(config)
     self._stop_table, self._stop_lengths = _stop_table(stop_sequences)
-    # Writes of padded chunks (and of rows that already stopped) may run past a row's capacity;
-    # the slack keeps them inside the buffer, where dynamic_update_slice would otherwise shift
-    # them back over real entries.
-    self._allocated = capacity + max(self.prefill_buckets)
+    # One slot of slack: a row that has stopped still writes (uncounted) at its length, which may be
+    # the capacity. Padded prefill chunks that run further go to a widened copy (see `_window`).
+    self._allocated = capacity + 1
+    # Static window sizes (one compiled program each): powers of two from 512 up to half the cache,
+    # then the whole cache. Smaller caches are read whole (a window would save little).
+    self._windows = tuple(w for w in (2 ** i for i in range(9, 40)) if 2 * w <= self._allocated) + (self._allocated,)
     if partitioner is not None:
       self._state_shardings = DecodeState(
           cache=KVCache(key=partitioner.sharding(KVCache.AXES), value=partitioner.sharding(KVCache.AXES),
@@ -186,8 +197,8 @@ class Sampler:
     else:
       self._state_shardings = None
     self.params = params
-    self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1,))
-    self._generate = jax.jit(self._generate_fn, static_argnames=("sampling",), donate_argnums=(1,))
+    self._prefill = jax.jit(self._prefill_fn, static_argnames=("window",), donate_argnums=(1,))
+    self._generate = jax.jit(self._generate_fn, static_argnames=("sampling", "cache_window"), donate_argnums=(1,))
 
   # -- state ----------------------------------------------------------------------------------------
 
@@ -227,23 +238,66 @@ class Sampler:
     done = 0
     longest = max(len(r) for r in rows)
     while done < longest:
-      bucket = next((b for b in self.prefill_buckets if b >= longest - done), self.prefill_buckets[-1])
+      bucket = self._bucket(longest - done)
       tokens = np.full((self.batch_size, bucket), self.pad_id, np.int32)
       counts = np.zeros((self.batch_size,), np.int32)
       for b, row in enumerate(rows):
         piece = row[done:done + bucket]
         tokens[b, :len(piece)] = piece
         counts[b] = len(piece)
+      # The chunk of every row that has one lies inside the window; a window past the cache widens it.
+      need = int(max(lengths[b] + bucket for b in range(self.batch_size) if counts[b]))
+      window = next((w for w in self._windows if w >= need), self._allocated + bucket - 1)
       with self._rules():
-        state = self._prefill(self.params, state, self._put(tokens), self._put(counts))
+        state = self._prefill(self.params, state, self._put(tokens), self._put(counts), window=window)
+      lengths = lengths + counts
       done += bucket
     return state
 
-  def _prefill_fn(self, params, state: DecodeState, tokens, counts):
-    logits, cache = self._model.apply({"params": params}, tokens, cache=state.cache, chunk_lengths=counts,
+  def _bucket(self, remaining: int) -> int:
+    """The next chunk's length: the smallest bucket that holds the rest, unless that would be more than
+    half padding and a smaller bucket can take a first piece (a 500-token observation goes in two
+    chunks of 256, not one of 1024)."""
+    fits = [b for b in self.prefill_buckets if b >= remaining]
+    below = [b for b in self.prefill_buckets if b <= remaining]
+    if not fits:
+      return self.prefill_buckets[-1]
+    if fits[0] > 2 * remaining and below:
+      return below[-1]
+    return fits[0]
+
+  def _prefill_fn(self, params, state: DecodeState, tokens, counts, *, window: int):
+    written = counts > 0
+    view = self._window(state.cache, window)
+    logits, cache = self._model.apply({"params": params}, tokens, cache=view, chunk_lengths=counts,
                                       logits_at=jnp.maximum(counts - 1, 0))
-    next_logits = jnp.where((counts > 0)[:, None], logits, state.next_logits)
-    return DecodeState(cache=cache, next_logits=next_logits)
+    next_logits = jnp.where(written[:, None], logits, state.next_logits)
+    return DecodeState(cache=self._unwindow(state.cache, cache, written), next_logits=next_logits)
+
+  def _window(self, cache: KVCache, window: int) -> KVCache:
+    """The first `window` slots of the cache (zeros appended when the window is wider)."""
+    if window == self._allocated:
+      return cache
+    if window < self._allocated:
+      cut = lambda x: x[:, :, :window]
+    else:
+      pad = [(0, 0)] * cache.key.ndim
+      pad[2] = (0, window - self._allocated)
+      cut = lambda x: jnp.pad(x, pad)
+    return KVCache(key=cut(cache.key), value=cut(cache.value), lengths=cache.lengths)
+
+  def _unwindow(self, cache: KVCache, view: KVCache, rows: jax.Array) -> KVCache:
+    """`cache` with the given rows' slots (and lengths) taken from the window `view` of it."""
+    if view.max_length == self._allocated:
+      return view
+    size = min(view.max_length, self._allocated)
+    keep = rows[None, :, None, None, None]
+
+    def merge(full, part):
+      part = jnp.where(keep, part[:, :, :size], full[:, :, :size])
+      return part if size == self._allocated else jax.lax.dynamic_update_slice_in_dim(full, part, 0, axis=2)
+    return KVCache(key=merge(cache.key, view.key), value=merge(cache.value, view.value),
+                   lengths=jnp.where(rows, view.lengths, cache.lengths))
 
   # -- decode ---------------------------------------------------------------------------------------
 
@@ -264,18 +318,27 @@ class Sampler:
     if not 0 < limit <= self.max_new_tokens:
       raise ValueError(f"max_new_tokens must be in [1, {self.max_new_tokens}], got {limit}")
     active = np.ones((self.batch_size,), bool) if active is None else np.asarray(active, bool)
+    # Every running row writes at most `limit` tokens, then one uncounted step at its length.
+    lengths = self.lengths(state)
+    need = max((min(int(n) + limit, self.capacity) + 1 for n, a in zip(lengths, active) if a and n < self.capacity),
+               default=1)
+    window = next(w for w in self._windows if w >= need)
     with self._rules():
       state, (tokens, logprobs, num, reasons) = self._generate(
-          self.params, state, rng, self._put(active), jnp.int32(limit), sampling=sampling)
+          self.params, state, rng, self._put(active), jnp.int32(limit), sampling=sampling, cache_window=window)
     tokens, logprobs, num, reasons = jax.device_get((tokens, logprobs, num, reasons))
     return state, GenerationResult(np.asarray(tokens), np.asarray(logprobs), np.asarray(num), np.asarray(reasons))
 
-  def _generate_fn(self, params, state: DecodeState, rng, active, limit, *, sampling: SamplingParams):
+  def _generate_fn(self, params, state: DecodeState, rng, active, limit, *, sampling: SamplingParams,
+                   cache_window: int):
     batch, width = self.batch_size, self.max_new_tokens
+    whole_cache = state.cache
+    full = state.cache.lengths >= self.capacity
+    # Rows that do not run may lie past the window: their (uncounted) writes are not kept.
+    state = state.replace(cache=self._window(state.cache, cache_window))
     stops = jnp.asarray(self._stop_table)
     stop_lengths = jnp.asarray(self._stop_lengths)
     window = stops.shape[1]
-    full = state.cache.lengths >= self.capacity
     reasons = jnp.where(active, jnp.where(full, StopReason.CAPACITY, 0), StopReason.NOT_RUN).astype(jnp.int32)
     init = dict(step=jnp.int32(0), state=state, rng=rng, done=~active | full,
                 # `window` columns of padding in front, so the stop check can always look back.
@@ -290,7 +353,8 @@ class Sampler:
       step, state, done = carry["step"], carry["state"], carry["done"]
       rng, key = jax.random.split(carry["rng"])
       token = choose_tokens(state.next_logits, key, sampling)
-      logprob = jnp.take_along_axis(jax.nn.log_softmax(state.next_logits, axis=-1), token[:, None], axis=-1)[:, 0]
+      logprob = (jnp.take_along_axis(state.next_logits, token[:, None], axis=-1)[:, 0]
+                 - jax.nn.logsumexp(state.next_logits, axis=-1))
       running = ~done
       token = jnp.where(running, token, self.pad_id)
       tokens = jax.lax.dynamic_update_slice_in_dim(carry["tokens"], jnp.where(running, token, -1)[:, None],
@@ -315,7 +379,8 @@ class Sampler:
     out = jax.lax.while_loop(cond, body, init)
     tokens = out["tokens"][:, window:]
     tokens = jnp.where(tokens < 0, self.pad_id, tokens)
-    return out["state"], (tokens, out["logprobs"], out["num"], out["reasons"])
+    state = out["state"].replace(cache=self._unwindow(whole_cache, out["state"].cache, active & ~full))
+    return state, (tokens, out["logprobs"], out["num"], out["reasons"])
 
   # -- helpers --------------------------------------------------------------------------------------
 
