@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv clean-venv bench-retrieval
+.PHONY: quickstart test venv clean-venv bench-retrieval bench-venv bench-rollout
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,21 @@ test: $(STAMP)
 
 bench-retrieval: $(STAMP)
 	$(BIN)/python benchmarks/retrieval.py
+
+# Benchmark-only venv for google-tunix (its pins clash with .venv's; see requirements-benchmarks.txt).
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): requirements-benchmarks.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements-benchmarks.txt
+	@touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
+
+bench-rollout: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python benchmarks/rollout.py
 
 clean-venv:
 	rm -rf $(VENV)
