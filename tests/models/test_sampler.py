@@ -214,3 +214,33 @@ def test_sharded_sampler_equals_one_device():
   assert mesh["greedy"] == single["greedy"]
   np.testing.assert_allclose(mesh["logprobs"], single["logprobs"], atol=1e-4)
   assert mesh["sampled"] == single["sampled"]
+
+
+def test_long_caches_decode_on_windows_and_still_equal_the_forward_pass():
+  """A cache of 1,100 slots runs on a 512-slot window while rows are short, then on the whole cache.
+
+  The weights are as initialised but for a larger output layer: the module's all-weights-times-three
+  model has logits so large that float32 rounding over 700-token contexts reaches 1e-4 by itself.
+  """
+  boxed = Decoder(CONFIG).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  params = nn.unbox(boxed)
+  params = dict(params, lm_head=params["lm_head"] * 3.0)
+  sampler = make_sampler(params, capacity=1100, max_new_tokens=16, prefill_buckets=(64, 256))
+  assert sampler._windows[0] == 512 and sampler._windows[-1] > 1100
+  rng = np.random.default_rng(0)
+  state = sampler.append(sampler.new_state(), PROMPTS)
+  contexts = [list(p) for p in PROMPTS]
+  for turn in range(4):
+    active = [True, turn % 2 == 0, True]  # Row 1 sits every other turn out.
+    state, result = sampler.generate(state, jax.random.PRNGKey(turn), active=active)
+    for b in range(3):
+      if active[b]:
+        assert_matches_forward(params, np.array(contexts[b]), result.row_tokens(b), result.row_logprobs(b))
+        contexts[b] += result.row_tokens(b).tolist()
+    # Observations long enough to push row 0 past the first window (512 slots) by the last turn.
+    observations = [rng.integers(1, 97, n).tolist() for n in (200, 3, 40)]
+    state = sampler.append(state, observations)
+    for b in range(3):
+      contexts[b] += observations[b]
+  assert sampler.lengths(state).tolist() == [len(c) for c in contexts]
+  assert max(len(c) for c in contexts) > 512
