@@ -571,10 +571,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     for backend, _ in backends:
       log(f"bm25s: search, {name}, top-k backend {backend}")
       hits = [[pid_of[i] for i in model.search_one(q, backend)] for q in queries]  # Also the warm-up.
-      single = bench_single(lambda q, b=backend: model.search_one(q, b), queries, slow, warm_up=False)
+      single = bench_single(lambda q, b=backend, m=model: m.search_one(q, b), queries, slow, warm_up=False)
       batched = {}
       for threads in (0, 2):
-        work = lambda b=backend, t=threads: model.search_all(queries, b, t)  # noqa: E731
+        work = lambda b=backend, t=threads, m=model: m.search_all(queries, b, t)  # noqa: E731
         work()
         batched[threads] = time_runs(work, len(queries), slow)
       bm25s[name][backend] = {"single": single, "batched": batched, "overlap": overlap(project_hits[name], hits)}

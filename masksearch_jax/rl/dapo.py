@@ -212,6 +212,7 @@ class DapoSummary:
   seconds: float
   reward_history: list[float] = dataclasses.field(default_factory=list)  # Mean reward of each training batch.
   seconds_by_part: dict[str, float] = dataclasses.field(default_factory=dict)  # generation, retrieval, reward, update.
+  batch_history: list[dict[str, float]] = dataclasses.field(default_factory=list)  # Each batch's metrics and times.
 
 
 @gin.configurable(module="masksearch_jax.rl.dapo")
@@ -375,6 +376,7 @@ def train_dapo(*,
     last_reward = None
     history: list[float] = []
     times = dict.fromkeys(("generation", "retrieval", "reward", "update"), 0.0)
+    batches: list[dict[str, float]] = []
     try:
       with open_retriever(index=index, url=url) as retriever:
         agent = SearchAgent(model, state["params"], vocabulary, retriever, rollout, partitioner=partitioner)
@@ -418,6 +420,7 @@ def train_dapo(*,
                             loss=f"{scalars['loss']:.3f}")
           for name, seconds in timer.items():
             times[name] += seconds
+          batches.append({**batch_metrics, **{f"time/{name}": seconds for name, seconds in timer.items()}})
           writer.write_scalars(step, {f"time/{name}": seconds for name, seconds in timer.items()})
           if step // checkpoint_period > (step - updates_per_batch) // checkpoint_period or step == total_steps:
             run_checkpoints.save(step, state, {
@@ -429,7 +432,7 @@ def train_dapo(*,
       writer.flush()
       writer.close()
   return DapoSummary(str(model_path), step, sampler.num_gen_batches, sampler.num_groups_discarded, last_reward,
-                     resumed_from, time.perf_counter() - start_time, history, times)
+                     resumed_from, time.perf_counter() - start_time, history, times, batches)
 
 
 def _stage_at(stages: Sequence[tuple[Any, int]], step: int) -> int:
