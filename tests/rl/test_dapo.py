@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import flax.linen as nn
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -256,6 +257,9 @@ def test_dapo_command_with_the_run_files(tiny_run_gin, tmp_path, capsys):
   error = capsys.readouterr().err
   assert "max_num_gen_batches=1" in error and "kept 0 of the 2 groups" in error
   # Without the filter (plain GRPO batches) the same run trains through both curriculum stages.
-  assert cli.main(args + ["--gin_bindings=masksearch_jax.rl.dynamic_sampling.DynamicSampler.filter_groups = False"]) == 0
+  try:
+    assert cli.main(args + ["--gin_bindings=masksearch_jax.rl.dynamic_sampling.DynamicSampler.filter_groups = False"]) == 0
+  finally:
+    gin.clear_config()  # The binding must not reach later tests' samplers.
   assert "DAPO to step 2" in capsys.readouterr().out
   assert (tmp_path / "dapo" / "checkpoints").is_dir() and (tmp_path / "dapo" / "config.gin").is_file()
