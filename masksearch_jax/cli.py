@@ -185,22 +185,37 @@ def _run_make_ramp(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser("train", help="Train with a T5X-style Gin config (gin/runs/*.gin).")
   _add_gin_flags(p)
+  _add_multihost_flags(p)
+  p.set_defaults(func=_run_train)
+
+
+def _add_multihost_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--coordinator_address", default=None, help="Multi-host: host:port of process 0.")
   p.add_argument("--num_processes", type=int, default=None, help="Multi-host: number of processes.")
   p.add_argument("--process_id", type=int, default=None, help="Multi-host: this process's index.")
   p.add_argument("--multihost", action="store_true",
                  help="Multi-host with peers found by JAX itself (Cloud TPU pod slices).")
-  p.set_defaults(func=_run_train)
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _start_run(args: argparse.Namespace, what: str, *modules: str) -> None:
+  """Joins the other hosts (if any), imports `modules` (their Gin configurables), then parses the run's Gin
+  files (required) and bindings."""
+  import importlib
+
   from masksearch_jax import gin_flags
   from masksearch_jax.training import multihost
   multihost.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
                        process_id=args.process_id, auto=args.multihost)
+  for module in modules:
+    importlib.import_module(module)
   if not args.gin_file:
-    raise gin_flags.ConfigError("masksearch train needs --gin_file (a model file and a run file)")
+    raise gin_flags.ConfigError(f"masksearch {args.command} needs --gin_file ({what})")
   gin_flags.parse(gin_files=args.gin_file, bindings=args.gin_bindings, search_paths=args.gin_search_paths)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+  from masksearch_jax import gin_flags
+  _start_run(args, "a model file and a run file")
   import gin
 
   from masksearch_jax.training import trainer
@@ -319,23 +334,15 @@ def _run_synthesize(args: argparse.Namespace) -> int:
 
 def _add_dapo(sub: argparse._SubParsersAction) -> None:
   p = sub.add_parser("dapo", help="RL with DAPO on search-agent rollouts (gin/runs/dapo_ramp.gin, dapo_qa.gin).")
-  p.add_argument("--coordinator_address", help="Multi-host: host:port of process 0.")
-  p.add_argument("--num_processes", type=int, help="Multi-host: number of processes.")
-  p.add_argument("--process_id", type=int, help="Multi-host: this process's index.")
-  p.add_argument("--multihost", action="store_true", help="Let JAX find its peers (Cloud TPU pods).")
   _add_gin_flags(p)
+  _add_multihost_flags(p)
   p.set_defaults(func=_run_dapo)
 
 
 def _run_dapo(args: argparse.Namespace) -> int:
   from masksearch_jax import gin_flags
-  from masksearch_jax.training import multihost
-  multihost.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
-                       process_id=args.process_id, auto=args.multihost)
-  if not args.gin_file:
-    raise gin_flags.ConfigError("masksearch dapo needs --gin_file (a model file and runs/dapo_ramp.gin or dapo_qa.gin)")
-  from masksearch_jax.rl import dapo  # noqa: F401 -- registers its configurables before parsing.
-  gin_flags.parse(gin_files=args.gin_file, bindings=args.gin_bindings, search_paths=args.gin_search_paths)
+  _start_run(args, "a model file and runs/dapo_ramp.gin or dapo_qa.gin", "masksearch_jax.rl.dapo")
+  from masksearch_jax.rl import dapo
   import gin
   summary = gin_flags.call_configured(gin.get_configurable(dapo.train_dapo))
   print(f"DAPO to step {summary.final_step} (last batch reward {summary.final_reward}) after "
