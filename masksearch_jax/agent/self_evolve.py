@@ -55,14 +55,21 @@ def rollout_task(task: SynthesisTask) -> RolloutTask:
                      meta=dict(task.meta))
 
 
+def task_text(task: SynthesisTask) -> str:
+  """The question, or the masked paragraph (without the fill-in instruction), as judges and rewards read it."""
+  if task.kind == "ramp":
+    if not task.text.endswith(_RAMP_SUFFIX):
+      raise ValueError(f"RAMP task {task.id} does not hold its masked paragraph in 'text'")
+    return task.text[:-len(_RAMP_SUFFIX)]
+  return task.text
+
+
 def recall_of(task: SynthesisTask, answer: str | None) -> float:
   """Token recall of an answer: over the masked spans for RAMP, against the gold and aliases for QA."""
   if answer is None:
     return 0.0
   if task.kind == "ramp":
-    if not task.text.endswith(_RAMP_SUFFIX):
-      raise ValueError(f"RAMP task {task.id} does not hold its masked paragraph in 'text'")
-    return ramp_recall(task.text[:-len(_RAMP_SUFFIX)], answer, task.meta.get("masks", ()))
+    return ramp_recall(task_text(task), answer, task.meta.get("masks", ()))
   return token_recall(answer, task.gold)
 
 

@@ -43,10 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from masksearch_jax.agent import protocol
 from masksearch_jax.agent.offline_teacher import load_world, ramp_examples
-from masksearch_jax.agent.rollout import RolloutConfig, RolloutTask, SearchAgent
-from masksearch_jax.agent.self_evolve import world_index
+from masksearch_jax.agent.rollout import RolloutConfig, SearchAgent
+from masksearch_jax.agent.self_evolve import rollout_task, task_text, world_index
 from masksearch_jax.agent.synthesis import SynthesisTask, make_tasks
 from masksearch_jax.data import seqio_tasks
 from masksearch_jax.data.trajectories import Trajectory
@@ -63,19 +62,7 @@ from masksearch_jax.training.trainer import NonFiniteLossError, _strip_boxes, de
 
 logger = logging.getLogger(__name__)
 
-_RAMP_SUFFIX = "\n\n" + protocol.RAMP_INSTRUCTION
-
-
 # -- tasks ------------------------------------------------------------------------------------------
-
-
-def task_text(task: SynthesisTask) -> str:
-  """The question, or the masked paragraph (without the fill-in instruction), as rewards read it."""
-  if task.kind == "ramp":
-    if not task.text.endswith(_RAMP_SUFFIX):
-      raise ValueError(f"RAMP task {task.id} does not hold its masked paragraph")
-    return task.text[:-len(_RAMP_SUFFIX)]
-  return task.text
 
 
 class TaskStream:
@@ -451,9 +438,7 @@ def _rollout_and_score(agent: SearchAgent, reward_fn: RewardFunction, tasks: lis
   Adds the seconds spent generating, waiting for the retriever and scoring to `timer`.
   """
   started = time.perf_counter()
-  rollout_tasks = [RolloutTask(id=f"{t.id}#{g}", kind=t.kind, prompt=t.prompt, gold=t.gold, exclude_ids=t.source_ids,
-                               meta=dict(t.meta))
-                   for t in tasks for g in range(group_size)]
+  rollout_tasks = [dataclasses.replace(rollout_task(t), id=f"{t.id}#{g}") for t in tasks for g in range(group_size)]
   by_id = {t.id: t for t in agent.run(rollout_tasks, seed=seed)}
   flat = [by_id[r.id] for r in rollout_tasks]
   scored_at = time.perf_counter()
