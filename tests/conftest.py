@@ -315,6 +315,24 @@ def tiny_run_gin(tmp_path):
   return path
 
 
+# -- tiny policies -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(vocab):
+  """(config, params) of a random 2-layer decoder over the `vocab` fixture; its output layer is larger than at
+  initialisation, so greedy decoding wanders over many tokens."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from masksearch_jax.models.transformer import Decoder, TransformerConfig
+  config = TransformerConfig(vocab_size=vocab.vocab_size, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+                             mlp_dim=64)
+  params = nn.unbox(Decoder(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  return config, dict(params, lm_head=params["lm_head"] * 3.0)
+
+
 # -- a scripted policy for the search loop ---------------------------------------------------------
 
 

@@ -7,8 +7,6 @@ import subprocess
 import sys
 import threading
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import openai
@@ -19,23 +17,15 @@ from masksearch_jax.agent import protocol
 from masksearch_jax.agent.llm_backends import OpenAICompatibleBackend
 from masksearch_jax.agent.model_server import ModelServer
 from masksearch_jax.agent.policy_backend import ContextLengthError, PolicyBackend, conversation_text
-from masksearch_jax.models.transformer import Decoder, TransformerConfig
+from masksearch_jax.models.transformer import Decoder
 from masksearch_jax.training.checkpoints import save_params
 
 PROMPT = protocol.qa_prompt("Where was the director of Kelo born?")
 
 
 @pytest.fixture(scope="module")
-def policy(vocab):
-  config = TransformerConfig(vocab_size=vocab.vocab_size, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
-                             mlp_dim=64)
-  params = nn.unbox(Decoder(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  return config, dict(params, lm_head=params["lm_head"] * 3.0)
-
-
-@pytest.fixture(scope="module")
-def backend(policy, vocab):
-  config, params = policy
+def backend(tiny_policy, vocab):
+  config, params = tiny_policy
   return PolicyBackend(params=params, config=config, vocabulary=vocab, batch_size=4, max_length=400,
                        max_new_tokens=16)
 
@@ -46,9 +36,9 @@ def server(backend):
     yield s
 
 
-def greedy_reference(policy, backend, messages, steps):
+def greedy_reference(tiny_policy, backend, messages, steps):
   """Greedy tokens by repeated full forward passes (no cache)."""
-  config, params = policy
+  config, params = tiny_policy
   ids = backend.encode_conversation(messages)
   out = []
   for _ in range(steps):
@@ -57,10 +47,10 @@ def greedy_reference(policy, backend, messages, steps):
   return out
 
 
-def test_backend_greedy_reply_is_the_policy_continuing_the_conversation(policy, backend):
+def test_backend_greedy_reply_is_the_policy_continuing_the_conversation(tiny_policy, backend):
   messages = [{"role": "user", "content": PROMPT}]
   [completion] = backend.generate([messages], max_tokens=10, temperature=0.0)
-  assert list(completion.token_ids) == greedy_reference(policy, backend, messages, 10)
+  assert list(completion.token_ids) == greedy_reference(tiny_policy, backend, messages, 10)
   assert completion.finish_reason == "length" and completion.completion_tokens == 10
   assert completion.text == backend.encoder.decode(completion.token_ids)
   assert completion.prompt_tokens == len(backend.encode_conversation(messages))
@@ -68,7 +58,7 @@ def test_backend_greedy_reply_is_the_policy_continuing_the_conversation(policy, 
   turns = [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "<think> x </think>"},
            {"role": "user", "content": "\n\n<information>Doc 1(Title: A) b\n</information>\n\n"}]
   assert conversation_text(turns) == "".join(t["content"] for t in turns)
-  assert backend.chat(turns, max_tokens=5) == backend.encoder.decode(greedy_reference(policy, backend, turns, 5))
+  assert backend.chat(turns, max_tokens=5) == backend.encoder.decode(greedy_reference(tiny_policy, backend, turns, 5))
 
 
 def test_backend_stops_on_a_stop_string_and_refuses_a_context_too_long(backend):
@@ -151,8 +141,8 @@ def test_concurrent_requests_are_decoded_together(server, backend):
   assert sum(calls) == 4 and len(calls) < 4, calls
 
 
-def test_serve_model_command(policy, vocab, tmp_path):
-  config, params = policy
+def test_serve_model_command(tiny_policy, vocab, tmp_path):
+  config, params = tiny_policy
   checkpoint = save_params(params, tmp_path / "policy", config)
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   process = subprocess.Popen([sys.executable, "-m", "masksearch_jax.cli", "serve-model", "--checkpoint",

@@ -8,18 +8,15 @@ against one forward pass over the whole episode.
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from masksearch_jax.agent import protocol
 from masksearch_jax.agent.rollout import (INVALID_ACTION_MESSAGE, RolloutConfig, RolloutTask, SearchAgent,
                                           parse_action)
 from masksearch_jax.data.trajectories import (MODEL, OBSERVATION, ContextEncoder, TrajectoryWriter,
                                               read_trajectories)
-from masksearch_jax.models.transformer import Decoder, TransformerConfig
+from masksearch_jax.models.transformer import Decoder
 from masksearch_jax.retrieval.client import HttpRetriever, RetrievalError
 from masksearch_jax.retrieval.retriever import Retriever
 from masksearch_jax.retrieval.server import make_server
@@ -212,17 +209,8 @@ def test_the_loop_searches_through_the_http_server(vocab, retriever):
 # -- the real sampler -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def policy(vocab):
-  config = TransformerConfig(vocab_size=vocab.vocab_size, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
-                             mlp_dim=64)
-  params = nn.unbox(Decoder(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  # A larger output layer than at initialisation, so greedy decoding wanders over many tokens.
-  return config, dict(params, lm_head=params["lm_head"] * 3.0)
-
-
-def test_real_sampler_episodes_equal_one_forward_pass_over_the_whole_episode(vocab, retriever, policy, tmp_path):
-  config, params = policy
+def test_real_sampler_episodes_equal_one_forward_pass_over_the_whole_episode(vocab, retriever, tiny_policy, tmp_path):
+  config, params = tiny_policy
   rollout = RolloutConfig(batch_size=2, max_turns=3, max_turn_tokens=12, max_observation_tokens=40, max_length=400,
                           top_k=1, temperature=0.0, prefill_buckets=(16, 64))
   agent = SearchAgent(config, params, vocab, retriever, rollout)
