@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from masksearch_jax.models import transformer
 from masksearch_jax.models.transformer import Decoder, TransformerConfig, rope_frequencies
 
 SMALL = TransformerConfig(vocab_size=97, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, mlp_dim=64,
@@ -43,6 +44,30 @@ def test_packed_rows_equal_the_examples_run_alone():
   alone_b = model.apply({"params": params}, jnp.asarray(b))
   np.testing.assert_allclose(out[0, :5], alone_a[0], atol=2e-5)
   np.testing.assert_allclose(out[0, 5:14], alone_b[0], atol=2e-5)
+
+
+def test_long_rows_skip_masked_blocks_and_change_nothing(monkeypatch):
+  # Rows longer than two query blocks attend block by block; with packing, padding and a row length
+  # that is not a multiple of the block, logits and gradients equal the one-block computation.
+  _, params = _init(SMALL)
+  rng = np.random.default_rng(1)
+  length = 2 * transformer.QUERY_BLOCK + 77
+  tokens = jnp.asarray(rng.integers(0, 97, (2, length)))
+  cut = transformer.QUERY_BLOCK + 30
+  segments = jnp.array([[1] * cut + [2] * (length - cut - 9) + [0] * 9, [1] * length])
+  positions = jnp.array([list(range(cut)) + list(range(length - cut - 9)) + [0] * 9, list(range(length))])
+
+  def loss(p):
+    logits = Decoder(SMALL).apply({"params": p}, tokens, positions, segments)
+    return (jax.nn.log_softmax(logits)[..., 3] * (segments > 0)).sum(), logits
+
+  (value, blocked), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  monkeypatch.setattr(transformer, "QUERY_BLOCK", length)  # One block: plain full attention.
+  (value_full, full), grads_full = jax.value_and_grad(loss, has_aux=True)(params)
+  np.testing.assert_allclose(blocked, full, atol=2e-5)
+  np.testing.assert_allclose(value, value_full, rtol=1e-5)
+  for g, g_full in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_full)):
+    np.testing.assert_allclose(g, g_full, atol=1e-4, rtol=1e-4)
 
 
 def test_causal_a_token_never_sees_the_future():
