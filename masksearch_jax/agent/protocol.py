@@ -32,13 +32,14 @@ QA_PROMPT = (
     "</answer>, without detailed illustrations. For example, <answer> Beijing </answer>. "
     "Question: {question}\n")
 
+RAMP_PARAGRAPH_MARK = "\nParagraph: "  # Where a RAMP prompt's masked paragraph starts.
 RAMP_PROMPT = (
     "Fill in every [mask] of the paragraph below. You must conduct reasoning inside <think> and "
     "</think> first every time you get new information. If you lack some knowledge, call a search "
     "engine by <search> query </search> and it will return the top searched results between "
     "<information> and </information>. You can search as many times as you want. When every [mask] "
     "is known, give the filled paragraph inside <answer> and </answer>. " + RAMP_INSTRUCTION +
-    "\nParagraph: {paragraph}\n")
+    RAMP_PARAGRAPH_MARK + "{paragraph}\n")
 
 
 def qa_prompt(question: str) -> str:

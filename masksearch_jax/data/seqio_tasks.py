@@ -370,7 +370,7 @@ def _trajectory_paths(split: str) -> list[str]:
   return [str(p) for p in listed]
 
 
-def _trajectory_examples(kind: str | None, split: str):
+def _trajectory_examples(kind: str | None, split: str, num_masks: int | None = None):
   from masksearch_jax.data import trajectories
   paths, skip_bad = _trajectory_paths(split), TrajectoryFiles().skip_bad
 
@@ -378,19 +378,30 @@ def _trajectory_examples(kind: str | None, split: str):
     vocabulary = VOCABULARY.vocabulary
     for path in paths:
       for trajectory in trajectories.read_trajectories(path, skip_bad=skip_bad):
-        if kind is None or trajectory.kind == kind:
+        if kind is not None and trajectory.kind != kind:
+          continue
+        if num_masks is None or trajectories.ramp_mask_count(trajectory) == num_masks:
           features = trajectories.trajectory_features(trajectory, vocabulary)
           yield {**features, "id": trajectory.id, "kind": trajectory.kind}
   return generate
 
 
 def register_trajectory_tasks() -> None:
-  """trajectories (every kind), trajectories_ramp and trajectories_qa, from TrajectoryFiles."""
-  for name, kind in (("trajectories", None), ("trajectories_ramp", "ramp"), ("trajectories_qa", "qa")):
-    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, kind=kind) -> tf.data.Dataset:
+  """trajectories (every kind), trajectories_ramp and trajectories_qa, from TrajectoryFiles; for SFT
+  with MaskSearch's curriculum, trajectories_ramp_mask1..4 (RAMP with exactly k masks) and the mixtures
+  trajectories_ramp_stage1..4 (at most k masks) and trajectories_ramp_1to4 (all four)."""
+  tasks = [("trajectories", None, None), ("trajectories_ramp", "ramp", None), ("trajectories_qa", "qa", None)]
+  tasks += [(f"trajectories_ramp_mask{k}", "ramp", k) for k in RAMP_MASK_COUNTS]
+  for name, kind, num_masks in tasks:
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, kind=kind,
+                   num_masks=num_masks) -> tf.data.Dataset:
       del shuffle_files, seed  # The task's shuffle buffer shuffles.
-      return tf.data.Dataset.from_generator(_trajectory_examples(kind, split),
+      return tf.data.Dataset.from_generator(_trajectory_examples(kind, split, num_masks),
                                             output_signature=_TRAJECTORY_SIGNATURE)
     source = seqio.FunctionDataSource(dataset_fn, splits=("train", "validation", "test"), caching_permitted=False)
-    _add_task(name, source, f"Agent trajectories ({kind or 'every kind'}) for SFT; tokenized with their "
-              "loss weights.", preprocessors=(), targets_eos=False)
+    what = f"{kind or 'every kind'}" + (f", {num_masks} mask(s)" if num_masks else "")
+    _add_task(name, source, f"Agent trajectories ({what}) for SFT; tokenized with their loss weights.",
+              preprocessors=(), targets_eos=False)
+  for k in RAMP_MASK_COUNTS:
+    _add_mixture(f"trajectories_ramp_stage{k}", [f"trajectories_ramp_mask{j}" for j in RAMP_MASK_COUNTS if j <= k])
+  _add_mixture("trajectories_ramp_1to4", [f"trajectories_ramp_mask{j}" for j in RAMP_MASK_COUNTS])

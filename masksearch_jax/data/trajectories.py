@@ -245,6 +245,16 @@ def response_text(trajectory: Trajectory) -> str:
 # Validation.
 
 
+def ramp_mask_count(trajectory: Trajectory) -> int:
+  """How many spans a RAMP trajectory's paragraph had masked (`meta["mask_num"]`, else counted in the prompt)."""
+  count = trajectory.meta.get("mask_num")
+  if isinstance(count, int) and not isinstance(count, bool):
+    return count
+  from masksearch_jax.agent import protocol
+  paragraph = trajectory.prompt.rsplit(protocol.RAMP_PARAGRAPH_MARK, 1)[-1]
+  return paragraph.count(protocol.MASK)
+
+
 def _json_type(value: Any) -> str:
   if isinstance(value, bool):
     return "a boolean"

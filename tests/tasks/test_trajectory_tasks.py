@@ -60,3 +60,26 @@ def test_missing_trajectory_files_are_a_clear_error(tiny_tasks, tmp_path):
   tiny_tasks(f"masksearch_jax.data.seqio_tasks.TrajectoryFiles.paths = {{'train': '{tmp_path}/none.jsonl'}}")
   with pytest.raises(FileNotFoundError, match="none.jsonl does not exist"):
     input_pipeline.get_dataset(input_pipeline.DatasetConfig("trajectories", {"inputs": 64, "targets": 64}))
+
+
+def test_ramp_tasks_by_mask_count_and_their_curriculum_mixtures(tiny_tasks, tmp_path):
+  import seqio
+  path = tmp_path / "ramp.jsonl"
+  with TrajectoryWriter(path) as writer:
+    for k in (1, 2, 3, 4):
+      paragraph = "Tabudo Muzu was born in " + ", ".join([protocol.MASK] * k) + "."
+      with_meta = _trajectory(k, "ramp")
+      # Masks are counted in the prompt's paragraph (not its instruction), or read from meta["mask_num"].
+      writer.write(Trajectory(**{**with_meta.__dict__, "id": f"ramp-m{k}", "prompt": protocol.ramp_prompt(paragraph)}))
+      writer.write(Trajectory(**{**with_meta.__dict__, "id": f"ramp-meta-m{k}", "meta": {"mask_num": k}}))
+  tiny_tasks(f"masksearch_jax.data.seqio_tasks.TrajectoryFiles.paths = {{'train': '{path}'}}")
+
+  def ids(name):
+    ds = seqio.get_mixture_or_task(name).get_dataset({"inputs": 256, "targets": 192}, shuffle=False, num_epochs=1)
+    return sorted(ex["id"].decode() for ex in ds.as_numpy_iterator())
+
+  for k in (1, 2, 3, 4):
+    assert ids(f"trajectories_ramp_mask{k}") == [f"ramp-m{k}", f"ramp-meta-m{k}"]
+  stage2 = seqio.get_mixture_or_task("trajectories_ramp_stage2")
+  assert sorted(t.name for t in stage2.tasks) == ["trajectories_ramp_mask1", "trajectories_ramp_mask2"]
+  assert len(seqio.get_mixture_or_task("trajectories_ramp_1to4").tasks) == 4
