@@ -385,12 +385,38 @@ def _add_gin_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--gin_search_paths", default="", help="Comma-separated directories to find Gin files in.")
 
 
+def _import_stage_configurables() -> None:
+  """Registers the Gin configurables of every main-job stage before a config is parsed and locked."""
+  import importlib
+  for module in ("masksearch_jax.agent.offline_teacher", "masksearch_jax.agent.synthesis",
+                 "masksearch_jax.eval.runner", "masksearch_jax.rl.dapo"):
+    importlib.import_module(module)
+
+
 def _run_quickstart(args: argparse.Namespace) -> int:
   from masksearch_jax import gin_flags, quickstart
+  _import_stage_configurables()
   gin_flags.parse(gin_files=args.gin_file or ["quickstart.gin"], bindings=args.gin_bindings,
                   search_paths=args.gin_search_paths)
   import gin
   gin.get_configurable(quickstart.run)()
+  return 0
+
+
+def _add_table(sub: argparse._SubParsersAction) -> None:
+  p = sub.add_parser("table", help="MaskSearch's main table in miniature on the embedded world "
+                                   "(gin/runs/mini_masksearch_table.gin).")
+  _add_gin_flags(p)
+  p.set_defaults(func=_run_table)
+
+
+def _run_table(args: argparse.Namespace) -> int:
+  from masksearch_jax import gin_flags, mini_table
+  _import_stage_configurables()
+  gin_flags.parse(gin_files=args.gin_file or ["runs/mini_masksearch_table.gin"], bindings=args.gin_bindings,
+                  search_paths=args.gin_search_paths)
+  import gin
+  gin.get_configurable(mini_table.run_table)()
   return 0
 
 
@@ -516,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   sub = parser.add_subparsers(dest="command", required=True)
   for add in (_add_quickstart, _add_train, _add_generate_world, _add_build_index, _add_search, _add_serve_index,
               _add_serve_model, _add_train_vocab, _add_make_ramp, _add_synthesize, _add_self_evolve, _add_dapo,
-              _add_import_hf, _add_export_hf, _add_eval, _add_report):
+              _add_import_hf, _add_export_hf, _add_eval, _add_report, _add_table):
     add(sub)
   args = parser.parse_args(argv)
   try:
