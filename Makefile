@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv clean-venv bench-retrieval bench-venv bench-rollout
+.PHONY: quickstart test venv clean-venv bench-retrieval bench-venv bench-rollout mini-table
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
+
+# MaskSearch's table in miniature (gin/runs/mini_masksearch_table.gin); rerun to resume.
+mini-table: $(STAMP)
+	$(BIN)/masksearch table
 
 bench-retrieval: $(STAMP)
 	$(BIN)/python benchmarks/retrieval.py
