@@ -498,4 +498,6 @@ def _print_summary(summary: dict) -> None:
             f"on held-out questions -> {result['dir']}")
   if made.get("report"):
     print(f"  report:       {made['report']['md']} (chart {made['report']['png']})")
+    table = Path(made["report"]["md"]).read_text().split("\n### ")[0]  # The main metric's table.
+    print("\n" + table.strip())
   print(f"  summary:      {Path(summary['workdir']) / 'summary.json'}")
