@@ -123,3 +123,21 @@ def test_unknown_binding_is_one_clear_error(tmp_path, capsys):
   assert cli.main(["quickstart", f"--gin.WORKDIR='{tmp_path}'", "--gin_bindings=world.WorldConfig.sise = 3"]) == 2
   err = capsys.readouterr().err.strip()
   assert "sise" in err and "\n" not in err
+
+
+def test_a_users_corpus_replaces_the_worlds_passages(tmp_path, capsys):
+  from masksearch_jax.data import world_io
+  from masksearch_jax.data.world import WorldConfig
+  world_io.generate_and_write(WorldConfig(seed=5, size=200), tmp_path / "src", formats=["wiki18"])
+  corpus = tmp_path / "src" / "formats" / "wiki18" / "wiki-18.jsonl.gz"
+  code = _quickstart(tmp_path / "qs", f"--gin_bindings=quickstart.run.corpus = '{corpus}'",
+                     "--gin.SKIP=['trajectories', 'sft', 'dapo', 'qa_sft', 'eval', 'report']")
+  assert code == 0
+  stages = json.loads((tmp_path / "qs" / "summary.json").read_text())["stages"]
+  source = json.loads((tmp_path / "src" / "manifest.json").read_text())
+  assert stages["index"]["corpus"] == str(corpus)
+  assert stages["index"]["passages"] == source["counts"]["passages"] != stages["world"]["passages"]
+  # RAMP paragraphs come from the corpus: their titles are the seed-5 world's, not the job's world's.
+  corpus_titles = {e["name"] for e in map(json.loads, (tmp_path / "src" / "entities.jsonl").read_text().splitlines())}
+  records = [json.loads(r) for r in (tmp_path / "qs" / "ramp" / "mask1.jsonl").read_text().splitlines()]
+  assert records and all(r["ext"]["title"] in corpus_titles for r in records)
