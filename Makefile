@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv clean-venv bench-retrieval bench-venv bench-rollout mini-table
+.PHONY: quickstart test venv clean-venv bench-retrieval bench-venv bench-rollout bench-train mini-table
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ mini-table: $(STAMP)
 
 bench-retrieval: $(STAMP)
 	$(BIN)/python benchmarks/retrieval.py
+
+bench-train: $(STAMP)
+	$(BIN)/python benchmarks/train_throughput.py
 
 # Benchmark-only venv for google-tunix (its pins clash with .venv's; see requirements-benchmarks.txt).
 BENCH_VENV := .venv-bench
