@@ -279,10 +279,10 @@ class Sampler:
     if window == self._allocated:
       return cache
     if window < self._allocated:
-      cut = lambda x: x[:, :, :window]
+      cut = lambda x: x[:, :, :, :window]
     else:
       pad = [(0, 0)] * cache.key.ndim
-      pad[2] = (0, window - self._allocated)
+      pad[3] = (0, window - self._allocated)
       cut = lambda x: jnp.pad(x, pad)
     return KVCache(key=cut(cache.key), value=cut(cache.value), lengths=cache.lengths)
 
@@ -294,8 +294,8 @@ class Sampler:
     keep = rows[None, :, None, None, None]
 
     def merge(full, part):
-      part = jnp.where(keep, part[:, :, :size], full[:, :, :size])
-      return part if size == self._allocated else jax.lax.dynamic_update_slice_in_dim(full, part, 0, axis=2)
+      part = jnp.where(keep, part[:, :, :, :size], full[:, :, :, :size])
+      return part if size == self._allocated else jax.lax.dynamic_update_slice_in_dim(full, part, 0, axis=3)
     return KVCache(key=merge(cache.key, view.key), value=merge(cache.value, view.value),
                    lengths=jnp.where(rows, view.lengths, cache.lengths))
 

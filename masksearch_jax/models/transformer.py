@@ -168,7 +168,8 @@ class KVCache:
   """Keys and values of every layer for rows being generated, preallocated to `max_length`.
 
   Attributes:
-    key: [layers, batch, max_length, kv_heads, head_dim] in the compute dtype.
+    key: [layers, batch, kv_heads, max_length, head_dim] in the compute dtype (heads ahead of
+      positions, so attention reads a layer's keys as they lie).
     value: Same shape as `key`.
     lengths: [batch] int32, tokens written so far in each row; a row's next chunk goes there.
   """
@@ -178,22 +179,29 @@ class KVCache:
   lengths: jax.Array
 
   # Logical axes, for placing the cache on the mesh as training places activations.
-  AXES = ("layers", "batch", "length", "kv_heads", "kv")
+  AXES = ("layers", "batch", "kv_heads", "length", "kv")
 
   @classmethod
   def zeros(cls, config: TransformerConfig, batch_size: int, max_length: int) -> KVCache:
-    shape = (config.num_layers, batch_size, max_length, config.num_kv_heads, config.kv_dim)
+    shape = (config.num_layers, batch_size, config.num_kv_heads, max_length, config.kv_dim)
     return cls(key=jnp.zeros(shape, config.compute_dtype), value=jnp.zeros(shape, config.compute_dtype),
                lengths=jnp.zeros((batch_size,), jnp.int32))
 
   @property
   def max_length(self) -> int:
-    return self.key.shape[2]
+    return self.key.shape[3]
 
 
-def _write_rows(cache: jax.Array, new: jax.Array, starts: jax.Array) -> jax.Array:
-  """Writes new[b] ([chunk, ...]) into cache[b] ([max_length, ...]) at row b's own start."""
-  return jax.vmap(lambda c, n, i: jax.lax.dynamic_update_slice_in_dim(c, n, i, axis=0))(cache, new, starts)
+def _write_rows(cache: jax.Array, layer: jax.Array, new: jax.Array, starts: jax.Array) -> jax.Array:
+  """Writes new[b] ([chunk, kv_heads, f]) into cache[layer, b] ([kv_heads, max_length, f]) at row b's start.
+
+  One scatter of just the chunk, in place: the decode loop carries the whole cache, so a step costs
+  its new tokens, not a copy of every layer's keys and values.
+  """
+  rows = jnp.arange(new.shape[0])[:, None]
+  slots = starts[:, None] + jnp.arange(new.shape[1])[None, :]
+  # Advanced indices split by a slice put their broadcast shape [batch, chunk] first: new's shape.
+  return cache.at[layer, rows, :, slots, :].set(new, mode="drop")
 
 
 # Query rows per block of the full-sequence attention (longer rows skip the blocks above the diagonal).
@@ -214,25 +222,12 @@ def _matmul(x: jax.Array, kernel: jax.Array, contract: int = 1) -> jax.Array:
 
 
 def _attend(q, key, value, mask, soft_cap, dt):
-  """Softmax attention of q [b, q, kv_heads, group, f] over key/value [b, s, kv_heads, f] where mask [b, 1, q, s].
+  """Softmax attention of q [b, k, g, q, f] over key/value [b, k, s, f] where mask [b, 1, q, s] -> [b, k, g, q, f].
 
-  Used by decoding, where key and value are the cache and stay in its layout.
-  """
-  f = q.shape[-1]
-  logits = jnp.einsum("bqkgf,bskf->bkgqs", q, key, preferred_element_type=jnp.float32) * f ** -0.5
-  if soft_cap:
-    logits = soft_cap * jnp.tanh(logits / soft_cap)
-  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1).astype(dt)
-  return jnp.einsum("bkgqs,bskf->bqkgf", weights, value)
-
-
-def _attend_heads_first(q, key, value, mask, soft_cap, dt):
-  """As `_attend`, with heads ahead of positions: q [b, k, g, q, f], key/value [b, k, s, f] -> [b, k, g, q, f].
-
-  The group's queries are stacked ([b, k, g * q, f]) so both products are plain batched matmuls
-  over (batch, kv head) in XLA's canonical layout; in training this halves the attention's time
-  on CPU against `_attend`'s einsums, whose gradients XLA transposes.
+  Heads come ahead of positions and the group's queries are stacked ([b, k, g * q, f]), so both
+  products are plain batched matmuls over (batch, kv head) in XLA's canonical layout; in training
+  this halves the attention's time on CPU against position-major einsums, whose gradients XLA
+  transposes, and in decoding the cache is read as it lies.
   """
   b, k, g, length, f = q.shape
   logits = jnp.einsum("bkqf,bksf->bkqs", q.reshape(b, k, g * length, f), key, preferred_element_type=jnp.float32)
@@ -251,9 +246,10 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, mask, cache=None):
-    """Attention output for x [batch, length, embed]; with `cache` = (keys, values, starts) of this
-    layer, x's keys and values are first written at each row's start, attention runs over the whole
-    cache, and the result is (output, (keys, values))."""
+    """Attention output for x [batch, length, embed]; with `cache` = (keys, values, layer, starts),
+    where keys and values are every layer's ([layers, batch, max_length, ...]), x's keys and values
+    are first written into this layer's slots at each row's start, attention runs over this layer's
+    whole cache, and the result is (output, (keys, values))."""
     c = self.config
     dt = c.compute_dtype
     d, h, k, f = c.d_model, c.num_heads, c.num_kv_heads, c.kv_dim
@@ -273,36 +269,34 @@ class Attention(nn.Module):
     q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "kv"))
     key = apply_rope(key, positions, inv_freq)
     if cache is not None:
-      key_cache, value_cache, starts = cache
-      key = _write_rows(key_cache, key.astype(key_cache.dtype), starts)
-      value = _write_rows(value_cache, value.astype(value_cache.dtype), starts)
+      key_cache, value_cache, layer, starts = cache
+      key_cache = _write_rows(key_cache, layer, key.astype(key_cache.dtype), starts)
+      value_cache = _write_rows(value_cache, layer, value.astype(value_cache.dtype), starts)
+      key = jax.lax.dynamic_index_in_dim(key_cache, layer, keepdims=False)
+      value = jax.lax.dynamic_index_in_dim(value_cache, layer, keepdims=False)
     # Each group of h // k query heads shares one key/value head.
     b, length = q.shape[:2]
-    q = q.reshape(b, length, k, h // k, f)
-    soft_cap = c.attention_logits_soft_cap
-    if cache is not None:
-      out = _attend(q, key, value, mask, soft_cap, dt)
-    else:
-      q = q.transpose(0, 2, 3, 1, 4)
+    q = q.reshape(b, length, k, h // k, f).transpose(0, 2, 3, 1, 4)
+    if cache is None:
       key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
-      if length > QUERY_BLOCK:
-        # The mask is causal by index here, so queries [i, i + B) never see keys past i + B:
-        # skipping those blocks saves up to half the quadratic work, which dominates small
-        # models on long rows.
-        out = jnp.concatenate([
-            _attend_heads_first(q[:, :, :, i:i + QUERY_BLOCK], key[:, :, :i + QUERY_BLOCK],
-                                value[:, :, :i + QUERY_BLOCK], mask[:, :, i:i + QUERY_BLOCK, :i + QUERY_BLOCK],
-                                soft_cap, dt)
-            for i in range(0, length, QUERY_BLOCK)], axis=3)
-      else:
-        out = _attend_heads_first(q, key, value, mask, soft_cap, dt)
-      out = out.transpose(0, 3, 1, 2, 4)
+    soft_cap = c.attention_logits_soft_cap
+    if cache is None and length > QUERY_BLOCK:
+      # The mask is causal by index here, so queries [i, i + B) never see keys past i + B:
+      # skipping those blocks saves up to half the quadratic work, which dominates small
+      # models on long rows.
+      out = jnp.concatenate([
+          _attend(q[:, :, :, i:i + QUERY_BLOCK], key[:, :, :i + QUERY_BLOCK], value[:, :, :i + QUERY_BLOCK],
+                  mask[:, :, i:i + QUERY_BLOCK, :i + QUERY_BLOCK], soft_cap, dt)
+          for i in range(0, length, QUERY_BLOCK)], axis=3)
+    else:
+      out = _attend(q, key, value, mask, soft_cap, dt)
+    out = out.transpose(0, 3, 1, 2, 4)
     out = out.reshape(b, length, h, f)
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
     kernel = _param(self, "out_kernel", nn.initializers.normal(stddev=(h * f) ** -0.5), (h, f, d),
                     ("heads", "kv", "embed"))
     out = _matmul(out, kernel.astype(dt), contract=2)
-    return out if cache is None else (out, (key, value))
+    return out if cache is None else (out, (key_cache, value_cache))
 
 
 class MLP(nn.Module):
@@ -330,17 +324,23 @@ class Block(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, positions, mask, key_cache=None, value_cache=None, starts=None):
+  def __call__(self, carry, positions, mask, starts=None, layer=None):
+    """carry is x [batch, length, embed], or when decoding (x, keys, values) with every layer's cache
+    (see `Attention`), `starts` each row's first slot and `layer` this block's index."""
     c = self.config
+    cache = None
+    x = carry
+    if starts is not None:
+      x, key_cache, value_cache = carry
+      cache = (key_cache, value_cache, layer, starts)
     normed = RMSNorm(c.rms_norm_eps, c.compute_dtype, name="attention_norm")(x)
-    cache = None if key_cache is None else (key_cache, value_cache, starts)
     h = Attention(c, name="attention")(normed, positions, mask, cache)
     if cache is not None:
-      h, cache = h
+      h, (key_cache, value_cache) = h
     x = nn.with_logical_constraint(x + h, ("batch", "length", "embed"))
     h = MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, c.compute_dtype, name="mlp_norm")(x))
     x = nn.with_logical_constraint(x + h, ("batch", "length", "embed"))
-    return x, cache
+    return (x if cache is None else (x, key_cache, value_cache)), None
 
 
 class Decoder(nn.Module):
@@ -418,11 +418,13 @@ class Decoder(nn.Module):
     mask = (jnp.arange(cache.max_length)[None, None, :] <= positions[:, :, None])[:, None]
     embedding = self._embed()
     x = nn.with_logical_constraint(embedding.astype(c.compute_dtype)[tokens], ("batch", "length", "embed"))
+    # The cache rides in the loop's carry (updated in place), not as a scanned input and output,
+    # which would copy every layer's keys and values at each step.
     blocks = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=(nn.broadcast, nn.broadcast, 0, 0, nn.broadcast), length=c.num_layers,
-                     unroll=c.scan_unroll,
-                     metadata_params={nn.PARTITION_NAME: "layers"})
-    x, (keys, values) = blocks(c, name="layers")(x, positions, mask, cache.key, cache.value, starts)
+                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0), length=c.num_layers,
+                     unroll=c.scan_unroll, metadata_params={nn.PARTITION_NAME: "layers"})
+    (x, keys, values), _ = blocks(c, name="layers")((x, cache.key, cache.value), positions, mask, starts,
+                                                    jnp.arange(c.num_layers))
     if chunk_lengths is None:
       chunk_lengths = jnp.full_like(starts, tokens.shape[1])
     new_cache = KVCache(key=keys, value=values, lengths=starts + chunk_lengths.astype(starts.dtype))
