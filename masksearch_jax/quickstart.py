@@ -51,7 +51,8 @@ def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConf
         model: Any = None, data_dir: str | None = None, corpus: str | None = None, corpus_format: str = "auto",
         vocabulary: str | None = None, rebuild: bool = False, skip: Sequence[str] = (),
         teacher: str = "offline", ramp_examples: int = 600, qa_questions: int = 0,
-        feature_lengths: Mapping[str, int] | None = None, batch_size: int = 8, sft_steps: int = 400,
+        feature_lengths: Mapping[str, int] | None = None, batch_size: int = 8, pack: bool = True,
+        length_buckets: Sequence[tuple[int, int]] = (), sft_steps: int = 400,
         curriculum: bool = True, sft_learning_rate: float = 3e-3, initial_checkpoint: str | None = None,
         dapo_steps: int = 4, qa_steps: int = 200, qa_learning_rate: float = 1e-3, qa_train_types: Sequence[str] = (),
         eval_questions: int = 200, eval_methods: Sequence[str] = EVAL_METHODS,
@@ -82,6 +83,11 @@ def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConf
     feature_lengths: Token lengths of the SFT rows ({'inputs': ..., 'targets': ...}); longer
       trajectories are cut.
     batch_size: SFT batch size (rows).
+    pack: Pack several trajectories into each row (segment ids keep them apart). Trajectories are
+      about half a row long on average, so unpacked rows are about half padding.
+    length_buckets: Batch trajectories of similar length in shorter rows, as [(row_length, rows),
+      ...] (`DatasetConfig.length_buckets`); with `pack=False` this saves most of the padding and
+      the attention over it. Empty: every row full length.
     sft_steps: RAMP SFT steps, split evenly over the curriculum's four stages.
     curriculum: Train on 1 mask, then at most 2, 3, 4 (MaskSearch's curriculum); False mixes
       all four from the start (same steps).
@@ -180,7 +186,8 @@ def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConf
       print(f"      {count:,} RAMP records with {k} mask(s) -> {path}")
       files[f"mask{k}"] = str(path)
     return {"files": files}
-  made["ramp_data"] = job.stage("ramp_data", {"ramp_examples": ramp_examples, "seed": data_seed}, ramp_stage, shared=True)
+  made["ramp_data"] = job.stage("ramp_data", {"ramp_examples": ramp_examples, "seed": data_seed}, ramp_stage,
+                                shared=True)
 
   def trajectory_stage(directory: Path) -> dict:
     index = job.need(made, "index", "trajectories")["dir"]
@@ -191,14 +198,15 @@ def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConf
                        "seed": data_seed}, trajectory_stage, shared=True)
 
   checkpoint = str(Path(initial_checkpoint).absolute()) if initial_checkpoint else None
-  training = {"model": repr(model), "lengths": lengths, "batch_size": batch_size, "seed": seed,
-              "initial_checkpoint": checkpoint}
+  buckets = [tuple(b) for b in length_buckets]
+  training = {"model": repr(model), "lengths": lengths, "batch_size": batch_size, "pack": pack,
+              "length_buckets": buckets, "seed": seed, "initial_checkpoint": checkpoint}
 
   def sft_stage(directory: Path) -> dict:
     files = job.need(made, "trajectories", "sft")["ramp"]
     stages = [f"trajectories_ramp_stage{k}" for k in MASK_COUNTS] if curriculum else ["trajectories_ramp_1to4"]
     plan = _even_split(stages, sft_steps)
-    return _train(model, directory, files, plan, lengths, batch_size, sft_learning_rate, checkpoint,
+    return _train(model, directory, files, plan, lengths, batch_size, pack, buckets, sft_learning_rate, checkpoint,
                   checkpoint_period, seed, progress)
   made["sft"] = job.stage("sft", {**training, "steps": sft_steps, "curriculum": curriculum,
                                   "learning_rate": sft_learning_rate}, sft_stage)
@@ -218,8 +226,8 @@ def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConf
 
   def qa_stage(directory: Path) -> dict:
     files = [_of_types(job.need(made, "trajectories", "qa_sft")["qa"], qa_train_types, directory)]
-    return _train(model, directory, files, [("trajectories_qa", qa_steps)], lengths, batch_size, qa_learning_rate,
-                  checkpoint, checkpoint_period, seed, progress)
+    return _train(model, directory, files, [("trajectories_qa", qa_steps)], lengths, batch_size, pack, buckets,
+                  qa_learning_rate, checkpoint, checkpoint_period, seed, progress)
   made["qa_sft"] = job.stage("qa_sft", {**training, "steps": qa_steps, "learning_rate": qa_learning_rate,
                                         "types": list(qa_train_types), "from": checkpoint}, qa_stage)
   checkpoint = made["qa_sft"]["checkpoint"] if made.get("qa_sft") else checkpoint
@@ -232,7 +240,8 @@ def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConf
       for label, types in eval_sets or [(None, ())]:
         result = runner.evaluate(
             checkpoint=job.need_checkpoint(policy, "eval"), benchmark="world", out_dir=str(directory / method),
-            path=job.need(made, "world", "eval")["dir"], method=names.get(method, method), mode="rag" if method == "rag" else "agent",
+            path=job.need(made, "world", "eval")["dir"], method=names.get(method, method),
+            mode="rag" if method == "rag" else "agent",
             label=label, split="test", limit=eval_questions, types=list(types), seed=seed,
             index=job.need(made, "index", "eval")["dir"], rollout=eval_rollout, vocabulary=vocab_path,
             progress=progress)
@@ -452,7 +461,9 @@ def _even_split(names: Sequence[str], steps: int) -> list[tuple[str, int]]:
 
 
 def _train(model: Any, directory: Path, files: Sequence[str], plan: Sequence[tuple[str, int]],
-           lengths: Mapping[str, int], batch_size: int, learning_rate: float, initial_checkpoint: str | None,
+           lengths: Mapping[str, int], batch_size: int, pack: bool, buckets: Sequence[tuple[int, int]],
+           learning_rate: float,
+           initial_checkpoint: str | None,
            checkpoint_period: int, seed: int, progress: bool) -> dict:
   """SFT on trajectory files with `trainer.train` (its other settings from Gin)."""
   from masksearch_jax.data.input_pipeline import DatasetConfig
@@ -465,7 +476,8 @@ def _train(model: Any, directory: Path, files: Sequence[str], plan: Sequence[tup
   warmup = max(1, min(20, total // 10))
   summary = configured(trainer.train)(
       model=model, model_dir=str(directory), total_steps=total,
-      train_dataset_cfg=DatasetConfig(plan[0][0], dict(lengths), "train", batch_size, shuffle=True, seed=seed),
+      train_dataset_cfg=DatasetConfig(plan[0][0], dict(lengths), "train", batch_size, shuffle=True, seed=seed,
+                                      pack=pack, length_buckets=tuple(buckets)),
       curriculum=list(plan) if len(plan) > 1 else None,
       learning_rate=trainer.warmup_cosine_schedule(learning_rate, warmup, total),
       checkpoint_cfg=checkpoints.CheckpointConfig(save=checkpoints.SaveCheckpointConfig(period=checkpoint_period)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import seqio
 import tensorflow as tf
@@ -33,6 +33,15 @@ class DatasetConfig:
     use_cached: Read a SeqIO cache made by seqio's cache_tasks_main.
     pack: Pack several examples into each row (see AgentLMFeatureConverter).
     module: Module imported first so its tasks are registered (default 'tasks').
+    length_buckets: Batch examples of similar length together, as [(row_length, rows), ...]
+      with increasing row lengths shorter than the full row: an example goes to the shortest
+      bucket it fits in (its padding cut to that length) and waits there until `rows` such
+      examples make a batch; longer examples make full-length batches of `batch_size` rows.
+      Attention costs grow with the row's length, so rows of trajectories about half the
+      full length train about twice as fast when bucketed. Keep rows x row_length near
+      batch_size x full length so every batch holds about the same tokens, and each `rows`
+      divisible like `batch_size` (by data parallelism and gradient accumulation; the trainer
+      checks). One host only: hosts would disagree on a step's shapes. Empty: no buckets.
   """
 
   mixture_or_task_name: str
@@ -44,6 +53,7 @@ class DatasetConfig:
   use_cached: bool = False
   pack: bool = False
   module: str | None = "tasks"
+  length_buckets: Sequence[tuple[int, int]] = ()
 
 
 def provider(cfg: DatasetConfig) -> seqio.DatasetProviderBase:
@@ -79,6 +89,10 @@ def get_dataset(cfg: DatasetConfig, *, shard_id: int = 0, num_shards: int = 1,
   Returns:
     A dataset of dicts of [batch_size // num_shards, length] arrays.
   """
+  buckets = batch_shapes(cfg)
+  if len(buckets) > 1 and num_shards > 1:
+    raise ConfigError(f"DatasetConfig.length_buckets needs one host, not {num_shards}: hosts would batch "
+                      f"different buckets at the same step")
   if cfg.batch_size % num_shards:
     raise ValueError(f"batch_size {cfg.batch_size} does not divide among {num_shards} hosts")
   if not 0 <= shard_id < num_shards:
@@ -90,10 +104,53 @@ def get_dataset(cfg: DatasetConfig, *, shard_id: int = 0, num_shards: int = 1,
                          feature_converter=feature_converter, dataset_split=cfg.split, use_cached=cfg.use_cached,
                          shuffle=cfg.shuffle, num_epochs=num_epochs,
                          shard_info=seqio.ShardInfo(shard_id, num_shards), verbose=False, seed=cfg.seed)
-  ds = ds.batch(cfg.batch_size // num_shards, drop_remainder=True)
+  if len(buckets) > 1:
+    ds = _bucketed(ds, buckets)
+  else:
+    ds = ds.batch(cfg.batch_size // num_shards, drop_remainder=True)
   if start_step:
     ds = ds.skip(start_step)
   options = tf.data.Options()
   options.deterministic = True
   return ds.with_options(options)
 
+
+
+def batch_shapes(cfg: DatasetConfig) -> list[tuple[int, int]]:
+  """The (row length, rows) of every batch shape `cfg` yields, shortest rows first.
+
+  Raises:
+    ConfigError: `length_buckets` is not increasing, not shorter than the full row, or has
+      a bucket of no rows.
+  """
+  full = sum(cfg.task_feature_lengths.values())
+  buckets = [(int(length), int(rows)) for length, rows in cfg.length_buckets]
+  for i, (length, rows) in enumerate(buckets):
+    if not 0 < length < full:
+      raise ConfigError(f"DatasetConfig.length_buckets[{i}]: row length {length} is not in (0, {full}), "
+                        f"the full row's length")
+    if i and length <= buckets[i - 1][0]:
+      raise ConfigError(f"DatasetConfig.length_buckets[{i}]: row lengths must increase ({buckets[i - 1][0]} "
+                        f"then {length})")
+    if rows < 1:
+      raise ConfigError(f"DatasetConfig.length_buckets[{i}]: {rows} rows; a bucket needs at least one")
+  return buckets + [(full, cfg.batch_size)]
+
+
+def _bucketed(ds: tf.data.Dataset, buckets: Sequence[tuple[int, int]]) -> tf.data.Dataset:
+  """Full-length examples cut to their bucket's length and batched with their bucket."""
+  lengths = tf.constant([length for length, _ in buckets], tf.int32)
+  full = buckets[-1][0]
+
+  def cut(ex):
+    # Tokens are non-zero up to the last example of the row (packed or not).
+    used = tf.reduce_max(tf.cast(tf.not_equal(ex["decoder_target_tokens"], 0), tf.int32) * tf.range(1, full + 1))
+    length = tf.gather(lengths, tf.searchsorted(lengths, used[None], side="left")[0])
+    return {k: v[:length] for k, v in ex.items()}
+
+  ds = ds.map(cut, num_parallel_calls=tf.data.AUTOTUNE)
+  # Bucket i holds lengths in [boundary[i - 1], boundary[i]); each is padded to boundary - 1, the
+  # bucket's row length. No example reaches the extra bucket after the last boundary.
+  return ds.bucket_by_sequence_length(
+      lambda ex: tf.shape(ex["decoder_target_tokens"])[0], [length + 1 for length, _ in buckets],
+      [rows for _, rows in buckets] + [1], pad_to_bucket_boundary=True, drop_remainder=True)

@@ -286,9 +286,12 @@ def train(*,
   if train_eval_dataset_cfg is not None and eval_period:
     input_pipeline.provider(train_eval_dataset_cfg)
   partitioner.check_batch(train_dataset_cfg.batch_size)
-  if train_dataset_cfg.batch_size % (gradient_accumulation_steps * _data_parallelism(partitioner)):
-    raise ConfigError(f"batch size {train_dataset_cfg.batch_size} does not divide into {gradient_accumulation_steps} "
-                     f"micro-batches over {_data_parallelism(partitioner)} data-parallel devices")
+  shapes = input_pipeline.batch_shapes(train_dataset_cfg)
+  for length, rows in shapes:
+    what = "batch size" if length == shapes[-1][0] else f"DatasetConfig.length_buckets: bucket {length}'s rows"
+    if rows % (gradient_accumulation_steps * _data_parallelism(partitioner)):
+      raise ConfigError(f"{what} {rows} does not divide into {gradient_accumulation_steps} micro-batches over "
+                        f"{_data_parallelism(partitioner)} data-parallel devices")
   _check_vocabulary(model)
 
   schedule = learning_rate if callable(learning_rate) else optax.constant_schedule(learning_rate)
@@ -331,11 +334,12 @@ def train(*,
                                                   just_logging=jax.process_index() > 0)
     step = int(state["step"])
     stage_index, stage_step = int(meta.get("stage", 0)), int(meta.get("stage_step", 0))
-    flops_per_token = model.flops_per_token(example_length)
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress or jax.process_index())
     pending: list[tuple[int, dict]] = []
     last_loss = None
-    window_start, window_tokens = time.perf_counter(), 0.0
+    # Weighted tokens (from the steps' metrics), and the rows' tokens and model FLOPs (from the batch
+    # shapes, which vary with length buckets) since the last flush.
+    window_start, window_tokens, window_rows_tokens, window_flops = time.perf_counter(), 0.0, 0, 0.0
 
     def meta_now() -> dict:
       return {"step": step, "stage": stage_index, "stage_step": stage_step, "stages": [list(s) for s in stages],
@@ -343,7 +347,7 @@ def train(*,
 
     def flush() -> float | None:
       """Checks and logs the metrics of the steps run since the last flush."""
-      nonlocal pending, window_start, window_tokens
+      nonlocal pending, window_start, window_tokens, window_rows_tokens, window_flops
       if not pending:
         return None
       host = jax.device_get([m for _, m in pending])
@@ -354,16 +358,16 @@ def train(*,
       at, values = pending[-1][0], host[-1]
       seconds = time.perf_counter() - window_start
       window_tokens += sum(float(v["weighted_tokens"]) for v in host)
-      tokens_per_second = len(pending) * train_dataset_cfg.batch_size * example_length / seconds
+      tokens_per_second = window_rows_tokens / seconds
       scalars = {k: float(v) for k, v in values.items()}
       scalars.update({"learning_rate": float(schedule(at - 1)), "tokens_per_second": tokens_per_second,
                       "weighted_tokens_per_second": window_tokens / seconds,
-                      "mfu": flops_per_token * tokens_per_second / (peak_flops_per_device * jax.device_count()),
+                      "mfu": window_flops / seconds / (peak_flops_per_device * jax.device_count()),
                       "stage": float(stage_index)})
       writer.write_scalars(at, scalars)
       bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
                       tok_s=f"{tokens_per_second:,.0f}")
-      pending, window_start, window_tokens = [], time.perf_counter(), 0.0
+      pending, window_start, window_tokens, window_rows_tokens, window_flops = [], time.perf_counter(), 0.0, 0, 0.0
       return scalars["loss"]
 
     try:
@@ -371,7 +375,11 @@ def train(*,
         name, stage_steps = stages[stage_index]
         batches = _batches(dataclasses.replace(train_dataset_cfg, mixture_or_task_name=name), stage_step)
         while stage_step < stage_steps:
-          state, metrics = train_step(state, _global_batch(next(batches), partitioner))
+          local = next(batches)
+          rows, length = local["decoder_target_tokens"].shape
+          window_rows_tokens += rows * length * jax.process_count()
+          window_flops += model.flops_per_token(length) * rows * length * jax.process_count()
+          state, metrics = train_step(state, _global_batch(local, partitioner))
           step, stage_step = step + 1, stage_step + 1
           pending.append((step, metrics))
           bar.update(1)

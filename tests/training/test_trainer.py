@@ -128,6 +128,31 @@ def test_train_writes_config_checkpoints_and_metrics(tiny_run_gin, tmp_path, cap
   assert rates[2] < rates[6] and rates[12] < rates[6]  # Warm-up, then decay.
 
 
+def test_length_buckets_train_on_shorter_rows(tiny_run_gin, tmp_path):
+  weighted_share = {}
+  for buckets in ("()", "[(96, 12), (144, 8)]"):  # Full rows: 4 x 288 tokens; buckets about as many.
+    model_dir = tmp_path / f"run{len(weighted_share)}"
+    assert cli.main(_train_args(tiny_run_gin, model_dir, 6, "--gin.PACK=False", "--gin.CHECKPOINT_PERIOD=100",
+                                f"--gin_bindings=train/input_pipeline.DatasetConfig.length_buckets = {buckets}",
+                                "--gin_bindings=trainer.train.log_period = 1")) == 0
+    events = _events(model_dir / "tensorboard")
+    assert len(events["loss"]) == 6 and all(np.isfinite([v for _, v in events["loss"]]))
+    # tokens_per_second counts the rows' tokens of each step as batched, weighted ones the answer's.
+    weighted_share[buckets] = np.mean([w / r for (_, w), (_, r) in zip(events["weighted_tokens_per_second"],
+                                                                       events["tokens_per_second"])])
+  # Shorter rows hold less padding, so a larger share of their tokens carry loss.
+  # (Both shares are token counts over the same seconds: no timing noise. Measured 0.36 against 0.30.)
+  assert weighted_share["[(96, 12), (144, 8)]"] > 1.1 * weighted_share["()"], weighted_share
+
+
+def test_length_bucket_rows_must_divide_like_the_batch(tiny_run_gin, tmp_path, capsys):
+  assert cli.main(_train_args(tiny_run_gin, tmp_path / "run", 4, "--gin.PACK=False",
+                              "--gin_bindings=train/input_pipeline.DatasetConfig.length_buckets = [(144, 6)]",
+                              "--gin_bindings=trainer.train.gradient_accumulation_steps = 4")) != 0
+  assert ("DatasetConfig.length_buckets: bucket 144's rows 6 does not divide into 4 micro-batches"
+          in capsys.readouterr().err)
+
+
 def test_curriculum_runs_its_stages_in_order(tiny_run_gin, tmp_path):
   model_dir = tmp_path / "run"
   assert cli.main(_train_args(tiny_run_gin, model_dir, 5, "--gin.CHECKPOINT_PERIOD=100",
