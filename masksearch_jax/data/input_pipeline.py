@@ -143,8 +143,12 @@ def _bucketed(ds: tf.data.Dataset, buckets: Sequence[tuple[int, int]]) -> tf.dat
   full = buckets[-1][0]
 
   def cut(ex):
-    # Tokens are non-zero up to the last example of the row (packed or not).
-    used = tf.reduce_max(tf.cast(tf.not_equal(ex["decoder_target_tokens"], 0), tf.int32) * tf.range(1, full + 1))
+    # The row's last token with a segment, a non-zero id or a loss weight. (A vocabulary's id 0 may be a
+    # real token; cutting trailing ones of weight 0 changes no loss, as attention is causal.)
+    real = tf.not_equal(ex["decoder_target_tokens"], 0) | tf.not_equal(ex["decoder_loss_weights"], 0)
+    if "decoder_segment_ids" in ex:
+      real |= tf.not_equal(ex["decoder_segment_ids"], 0)
+    used = tf.reduce_max(tf.cast(real, tf.int32) * tf.range(1, full + 1))
     length = tf.gather(lengths, tf.searchsorted(lengths, used[None], side="left")[0])
     return {k: v[:length] for k, v in ex.items()}
 
