@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv clean-venv bench-retrieval bench-venv bench-rollout bench-train mini-table
+.PHONY: quickstart test venv clean-venv bench-retrieval bench-venv bench-rollout bench-train bench-sft-batching mini-table
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-retrieval: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
+
+bench-sft-batching: $(STAMP)
+	$(BIN)/python benchmarks/sft_batching.py
 
 # Benchmark-only venv for google-tunix (its pins clash with .venv's; see requirements-benchmarks.txt).
 BENCH_VENV := .venv-bench
