@@ -115,7 +115,6 @@ def get_dataset(cfg: DatasetConfig, *, shard_id: int = 0, num_shards: int = 1,
   return ds.with_options(options)
 
 
-
 def batch_shapes(cfg: DatasetConfig) -> list[tuple[int, int]]:
   """The (row length, rows) of every batch shape `cfg` yields, shortest rows first.
 
@@ -140,7 +139,10 @@ def batch_shapes(cfg: DatasetConfig) -> list[tuple[int, int]]:
 def _bucketed(ds: tf.data.Dataset, buckets: Sequence[tuple[int, int]]) -> tf.data.Dataset:
   """Full-length examples cut to their bucket's length and batched with their bucket."""
   lengths = tf.constant([length for length, _ in buckets], tf.int32)
-  full = buckets[-1][0]
+  full = ds.element_spec["decoder_target_tokens"].shape[-1]
+  if full != buckets[-1][0]:
+    raise ConfigError(f"DatasetConfig.length_buckets: the feature converter's rows are {full} tokens, not the "
+                      f"task feature lengths' sum {buckets[-1][0]}")
 
   def cut(ex):
     # The row's last token with a segment, a non-zero id or a loss weight. (A vocabulary's id 0 may be a
