@@ -17,6 +17,7 @@ _TINY = ["--gin.WORLD_SIZE=300", "--gin.SEEDS=[3]", "--gin.QA_STEPS=2", "--gin.E
          "--gin_bindings=quickstart.run.qa_questions = 0",
          "--gin_bindings=quickstart.run.batch_size = 2",
          "--gin_bindings=quickstart.run.feature_lengths = {'inputs': 160, 'targets': 256}",
+         "--gin_bindings=quickstart.run.length_buckets = [(256, 2)]",
          "--gin_bindings=eval/rollout.RolloutConfig.max_turns = 2",
          "--gin_bindings=eval/rollout.RolloutConfig.max_turn_tokens = 16"]
 
