@@ -462,9 +462,8 @@ def _even_split(names: Sequence[str], steps: int) -> list[tuple[str, int]]:
 
 def _train(model: Any, directory: Path, files: Sequence[str], plan: Sequence[tuple[str, int]],
            lengths: Mapping[str, int], batch_size: int, pack: bool, buckets: Sequence[tuple[int, int]],
-           learning_rate: float,
-           initial_checkpoint: str | None,
-           checkpoint_period: int, seed: int, progress: bool) -> dict:
+           learning_rate: float, initial_checkpoint: str | None, checkpoint_period: int, seed: int,
+           progress: bool) -> dict:
   """SFT on trajectory files with `trainer.train` (its other settings from Gin)."""
   from masksearch_jax.data.input_pipeline import DatasetConfig
   from masksearch_jax.training import checkpoints, trainer
