@@ -48,7 +48,19 @@ def trajectories(cache: Path, world_size: int) -> Path:
   return Path(summary["stages"]["trajectories"]["qa"])
 
 
-def run(mode: str, path: Path, vocabulary: str, args) -> dict:
+def tiny_model():
+  """The quickstart's model, as gin/models/tiny.gin configures it."""
+  import gin
+
+  from masksearch_jax import gin_flags
+  from masksearch_jax.models.transformer import TransformerConfig
+  gin_flags.parse(gin_files=["models/tiny.gin"], bindings=[])
+  model = gin.get_configurable(TransformerConfig)()
+  gin.clear_config()
+  return model
+
+
+def run(mode: str, path: Path, vocabulary: str, model, args) -> dict:
   import gin
   import jax
   import jax.numpy as jnp
@@ -58,7 +70,7 @@ def run(mode: str, path: Path, vocabulary: str, args) -> dict:
   import masksearch_jax.data.seqio_tasks as seqio_tasks
   from masksearch_jax.data import vocabularies
   from masksearch_jax.data.input_pipeline import DatasetConfig, get_dataset
-  from masksearch_jax.models.transformer import Decoder, TransformerConfig
+  from masksearch_jax.models.transformer import Decoder
   from masksearch_jax.training import trainer
 
   gin.clear_config()
@@ -74,8 +86,6 @@ def run(mode: str, path: Path, vocabulary: str, args) -> dict:
   batches = [next(it) for _ in range(args.steps)]
   pipeline_seconds = time.perf_counter() - started
 
-  model = TransformerConfig(vocab_size=1024, num_layers=2, d_model=128, num_heads=4, num_kv_heads=2, mlp_dim=512,
-                            qkv_bias=True, tie_embeddings=True)  # gin/models/tiny.gin
   params = nn.unbox(Decoder(model).init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"])
   transform = optax.adamw(1e-3)
   step = jax.jit(trainer.make_train_step(model, transform, z_loss=1e-4), donate_argnums=(0,))
@@ -140,7 +150,8 @@ def main() -> None:
   args = parser.parse_args()
   path = trajectories(Path(args.cache), args.world_size)
   vocabulary = str(Path(args.cache) / "vocabulary" / "spm.model")
-  runs = [run(mode, path, vocabulary, args) for mode in ("padded", "packed", "buckets")]
+  model = tiny_model()
+  runs = [run(mode, path, vocabulary, model, args) for mode in ("padded", "packed", "buckets")]
   import jax
   report = {"machine": cpu_name(), "versions": {"jax": version("jax")}, "world_size": args.world_size,
             "steps": args.steps, "batch_size": args.batch_size, "row_length": args.inputs_length + args.targets_length,
