@@ -20,3 +20,43 @@ def test_world_index_script_builds_a_world_and_its_index(tmp_path):
   assert (tmp_path / "out" / "world" / "formats" / "wiki18" / "wiki-18.jsonl.gz").is_file()
   index_manifest = json.loads((tmp_path / "out" / "index" / "masksearch_index.json").read_text())
   assert index_manifest["num_passages"] == manifest["counts"]["passages"]
+
+
+def test_copy_probe_flags_name_continuations_and_trains(tmp_path, tiny_world_vocabulary):
+  import random
+  import shutil
+
+  sys.path.insert(0, str(TOOLS))
+  try:
+    import copy_probe
+  finally:
+    sys.path.remove(str(TOOLS))
+  from masksearch_jax.data import names
+  from masksearch_jax.data.trajectories import Trajectory, TrajectoryWriter
+
+  # Only syllables after the first, in model-written text, count.
+  pieces = ["▁Who", "▁Ka", "lo", "mi", "?", "▁Ka", "lo", "▁the"]
+  assert copy_probe._name_continuations(pieces, [1, 1, 1, 1, 1, 0, 0, 1]) == [0, 0, 1, 1, 0, 0, 0, 0]
+
+  data = tmp_path / "data"
+  (data / "vocabulary").mkdir(parents=True)
+  shutil.copy(tiny_world_vocabulary.sentencepiece_model_file, data / "vocabulary" / "spm.model")
+  (data / "trajectories").mkdir()
+  factory = names.NameFactory(random.Random(0))
+  with TrajectoryWriter(data / "trajectories" / "qa-train.jsonl") as writer:
+    for i in range(48):
+      name = f"{factory.word()} {factory.word()}"
+      writer.write(Trajectory(
+          id=f"q{i}", kind="qa", prompt=f"Question: Where was {name} born?\n", stop_reason="answer", answer=name,
+          segments=[{"type": "model", "text": f"<think> I need the birthplace of {name}. </think>\n<search> {name} "
+                                              "</search>"},
+                    {"type": "observation", "text": "\n\n<information>Doc 1(Title: x) y.\n</information>\n\n"},
+                    {"type": "model", "text": f"<answer> {name} </answer>"}]))
+  out = tmp_path / "probe.json"
+  assert copy_probe.main(["--data_dir", str(data), "--row_length", "96", "--batch_size", "8", "--steps", "80",
+                          "--held_out", "8", "--evaluations", "2", "--json", str(out)]) == 0
+  results = json.loads(out.read_text())["results"]
+  assert [r["step"] for r in results] == [40, 80]
+  # The template around the (unseen) names is learnt within 80 steps; the copying is what the probe measures.
+  assert results[-1]["train_loss"] < 1.0 and results[-1]["model_token_accuracy"] > 0.4
+  assert all(0.0 <= r["name_continuation_accuracy"] <= 1.0 for r in results)
