@@ -545,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               _add_import_hf, _add_export_hf, _add_eval, _add_report, _add_table):
     add(sub)
   args = parser.parse_args(argv)
+  _persist_compiled_programs()
   try:
     return int(args.func(args) or 0)
   except Exception as e:  # pylint: disable=broad-except
@@ -554,6 +555,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"masksearch {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
           file=sys.stderr)
     return 2
+
+
+def _persist_compiled_programs() -> None:
+  """Keeps compiled XLA programs on disk, so a rerun, a resumed run or the table's next row does not
+  compile the same train step and sampler again (about a minute per training stage of the tiny model
+  on 2 CPU cores). The directory is $JAX_COMPILATION_CACHE_DIR when set (empty: no cache), else
+  $MASKSEARCH_CACHE/xla (default ~/.cache/masksearch_jax/xla). JAX reads the variable when it is
+  first imported, which the sub-commands do after this.
+  """
+  import os
+  from pathlib import Path
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    root = os.environ.get("MASKSEARCH_CACHE") or Path.home() / ".cache" / "masksearch_jax"
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(Path(root) / "xla")
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

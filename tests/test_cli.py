@@ -58,3 +58,18 @@ def test_help_is_fast_and_lists_the_commands():
                        check=True, timeout=60).stdout
   for command in ("quickstart", "generate-world", "build-index", "search", "serve-index"):
     assert command in out
+
+
+_COMPILE = ("from masksearch_jax import cli; cli._persist_compiled_programs(); import jax, jax.numpy as jnp; "
+            "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); jax.jit(lambda x: x * 2)(jnp.ones(3))")
+
+
+def test_compiled_programs_persist_under_the_cache_unless_told_otherwise(tmp_path):
+  import os
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env["MASKSEARCH_CACHE"] = str(tmp_path / "cache")
+  subprocess.run([sys.executable, "-c", _COMPILE], check=True, env=env, capture_output=True, timeout=120)
+  assert any((tmp_path / "cache" / "xla").iterdir())
+  env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "own")
+  subprocess.run([sys.executable, "-c", _COMPILE], check=True, env=env, capture_output=True, timeout=120)
+  assert any((tmp_path / "own").iterdir())
