@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masksearch_jax.models.transformer import Decoder, KVCache, TransformerConfig
+from masksearch_jax.models.transformer import Decoder, KVCache, TransformerConfig, unstack_layers
 from masksearch_jax.training.partitioning import Partitioner
 
 
@@ -190,7 +190,8 @@ class Sampler:
     self._windows = tuple(w for w in (2 ** i for i in range(9, 40)) if 2 * w <= self._allocated) + (self._allocated,)
     if partitioner is not None:
       self._state_shardings = DecodeState(
-          cache=KVCache(key=partitioner.sharding(KVCache.AXES), value=partitioner.sharding(KVCache.AXES),
+          cache=KVCache(key=(partitioner.sharding(KVCache.AXES),) * config.num_layers,
+                        value=(partitioner.sharding(KVCache.AXES),) * config.num_layers,
                         lengths=partitioner.sharding(("batch",))),
           next_logits=partitioner.sharding(("batch", "vocab")))
       params = jax.device_put(params, param_shardings(config, partitioner))
@@ -267,6 +268,7 @@ class Sampler:
     return fits[0]
 
   def _prefill_fn(self, params, state: DecodeState, tokens, counts, *, window: int):
+    params = unstack_layers(params, self.config.num_layers)
     written = counts > 0
     view = self._window(state.cache, window)
     logits, cache = self._model.apply({"params": params}, tokens, cache=view, chunk_lengths=counts,
@@ -279,24 +281,22 @@ class Sampler:
     if window == self._allocated:
       return cache
     if window < self._allocated:
-      cut = lambda x: x[:, :, :, :window]
+      cut = lambda x: x[:, :, :window]
     else:
-      pad = [(0, 0)] * cache.key.ndim
-      pad[3] = (0, window - self._allocated)
-      cut = lambda x: jnp.pad(x, pad)
-    return KVCache(key=cut(cache.key), value=cut(cache.value), lengths=cache.lengths)
+      cut = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, window - self._allocated), (0, 0)])
+    return KVCache(key=tuple(map(cut, cache.key)), value=tuple(map(cut, cache.value)), lengths=cache.lengths)
 
   def _unwindow(self, cache: KVCache, view: KVCache, rows: jax.Array) -> KVCache:
     """`cache` with the given rows' slots (and lengths) taken from the window `view` of it."""
     if view.max_length == self._allocated:
       return view
     size = min(view.max_length, self._allocated)
-    keep = rows[None, :, None, None, None]
+    keep = rows[:, None, None, None]
 
     def merge(full, part):
-      part = jnp.where(keep, part[:, :, :, :size], full[:, :, :, :size])
-      return part if size == self._allocated else jax.lax.dynamic_update_slice_in_dim(full, part, 0, axis=3)
-    return KVCache(key=merge(cache.key, view.key), value=merge(cache.value, view.value),
+      part = jnp.where(keep, part[:, :, :size], full[:, :, :size])
+      return part if size == self._allocated else jax.lax.dynamic_update_slice_in_dim(full, part, 0, axis=2)
+    return KVCache(key=tuple(map(merge, cache.key, view.key)), value=tuple(map(merge, cache.value, view.value)),
                    lengths=jnp.where(rows, view.lengths, cache.lengths))
 
   # -- decode ---------------------------------------------------------------------------------------
@@ -332,6 +332,8 @@ class Sampler:
   def _generate_fn(self, params, state: DecodeState, rng, active, limit, *, sampling: SamplingParams,
                    cache_window: int):
     batch, width = self.batch_size, self.max_new_tokens
+    # Split once, outside the loop: slicing the stacked weights in its body would copy them every step.
+    params = unstack_layers(params, self.config.num_layers)
     whole_cache = state.cache
     full = state.cache.lengths >= self.capacity
     # Rows that do not run may lie past the window: their (uncounted) writes are not kept.

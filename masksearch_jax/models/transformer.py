@@ -168,32 +168,45 @@ class KVCache:
   """Keys and values of every layer for rows being generated, preallocated to `max_length`.
 
   Attributes:
-    key: [layers, batch, kv_heads, max_length, head_dim] in the compute dtype (heads ahead of
-      positions, so attention reads a layer's keys as they lie).
-    value: Same shape as `key`.
+    key: One array per layer, [batch, kv_heads, max_length, head_dim] in the compute dtype (heads
+      ahead of positions, so attention reads a layer's keys as they lie). Separate buffers, not
+      one stacked array: a decode step writes its new tokens into each in place and attention
+      reads each directly, where slicing a layer out of a stacked carry copies it every step.
+    value: Same shapes as `key`.
     lengths: [batch] int32, tokens written so far in each row; a row's next chunk goes there.
   """
 
-  key: jax.Array
-  value: jax.Array
+  key: tuple[jax.Array, ...]
+  value: tuple[jax.Array, ...]
   lengths: jax.Array
 
-  # Logical axes, for placing the cache on the mesh as training places activations.
-  AXES = ("layers", "batch", "kv_heads", "length", "kv")
+  # Logical axes of each layer's keys and values, for placing them on the mesh as training
+  # places activations.
+  AXES = ("batch", "kv_heads", "length", "kv")
 
   @classmethod
   def zeros(cls, config: TransformerConfig, batch_size: int, max_length: int) -> KVCache:
-    shape = (config.num_layers, batch_size, config.num_kv_heads, max_length, config.kv_dim)
-    return cls(key=jnp.zeros(shape, config.compute_dtype), value=jnp.zeros(shape, config.compute_dtype),
-               lengths=jnp.zeros((batch_size,), jnp.int32))
+    shape = (batch_size, config.num_kv_heads, max_length, config.kv_dim)
+    zeros = lambda: tuple(jnp.zeros(shape, config.compute_dtype) for _ in range(config.num_layers))
+    return cls(key=zeros(), value=zeros(), lengths=jnp.zeros((batch_size,), jnp.int32))
 
   @property
   def max_length(self) -> int:
-    return self.key.shape[3]
+    return self.key[0].shape[2]
 
 
-def _write_rows(cache: jax.Array, layer: jax.Array, new: jax.Array, starts: jax.Array) -> jax.Array:
-  """Writes new[b] ([chunk, kv_heads, f]) into cache[layer, b] ([kv_heads, max_length, f]) at row b's start.
+def unstack_layers(params: Any, num_layers: int) -> dict:
+  """`params` with the stacked "layers" subtree split into a tuple of per-layer subtrees.
+
+  Decoding with a cache accepts either form. A decode loop should split once outside the loop:
+  slicing inside it would copy every layer's weights at each step.
+  """
+  layers = nn.meta.unbox(params["layers"])
+  return {**params, "layers": tuple(jax.tree.map(lambda p, i=i: p[i], layers) for i in range(num_layers))}
+
+
+def _write_rows(cache: jax.Array, new: jax.Array, starts: jax.Array) -> jax.Array:
+  """Writes new[b] ([chunk, kv_heads, f]) into one layer's cache[b] ([kv_heads, max_length, f]) at row b's start.
 
   One scatter of just the chunk, in place: the decode loop carries the whole cache, so a step costs
   its new tokens, not a copy of every layer's keys and values.
@@ -201,7 +214,7 @@ def _write_rows(cache: jax.Array, layer: jax.Array, new: jax.Array, starts: jax.
   rows = jnp.arange(new.shape[0])[:, None]
   slots = starts[:, None] + jnp.arange(new.shape[1])[None, :]
   # Advanced indices split by a slice put their broadcast shape [batch, chunk] first: new's shape.
-  return cache.at[layer, rows, :, slots, :].set(new, mode="drop")
+  return cache.at[rows, :, slots, :].set(new, mode="drop")
 
 
 # Query rows per block of the full-sequence attention (longer rows skip the blocks above the diagonal).
@@ -246,10 +259,10 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, mask, cache=None):
-    """Attention output for x [batch, length, embed]; with `cache` = (keys, values, layer, starts),
-    where keys and values are every layer's ([layers, batch, max_length, ...]), x's keys and values
-    are first written into this layer's slots at each row's start, attention runs over this layer's
-    whole cache, and the result is (output, (keys, values))."""
+    """Attention output for x [batch, length, embed]; with `cache` = (keys, values, starts), this
+    layer's cache ([batch, kv_heads, max_length, head_dim] each), x's keys and values are first
+    written into its slots at each row's start, attention runs over the whole cache, and the
+    result is (output, (keys, values))."""
     c = self.config
     dt = c.compute_dtype
     d, h, k, f = c.d_model, c.num_heads, c.num_kv_heads, c.kv_dim
@@ -269,11 +282,9 @@ class Attention(nn.Module):
     q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "kv"))
     key = apply_rope(key, positions, inv_freq)
     if cache is not None:
-      key_cache, value_cache, layer, starts = cache
-      key_cache = _write_rows(key_cache, layer, key.astype(key_cache.dtype), starts)
-      value_cache = _write_rows(value_cache, layer, value.astype(value_cache.dtype), starts)
-      key = jax.lax.dynamic_index_in_dim(key_cache, layer, keepdims=False)
-      value = jax.lax.dynamic_index_in_dim(value_cache, layer, keepdims=False)
+      key_cache, value_cache, starts = cache
+      key = key_cache = _write_rows(key_cache, key.astype(key_cache.dtype), starts)
+      value = value_cache = _write_rows(value_cache, value.astype(value_cache.dtype), starts)
     # Each group of h // k query heads shares one key/value head.
     b, length = q.shape[:2]
     q = q.reshape(b, length, k, h // k, f).transpose(0, 2, 3, 1, 4)
@@ -324,15 +335,15 @@ class Block(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, carry, positions, mask, starts=None, layer=None):
-    """carry is x [batch, length, embed], or when decoding (x, keys, values) with every layer's cache
-    (see `Attention`), `starts` each row's first slot and `layer` this block's index."""
+  def __call__(self, carry, positions, mask, starts=None):
+    """carry is x [batch, length, embed], or when decoding (x, keys, values) with this layer's cache
+    (see `Attention`) and `starts` each row's first slot."""
     c = self.config
     cache = None
     x = carry
     if starts is not None:
       x, key_cache, value_cache = carry
-      cache = (key_cache, value_cache, layer, starts)
+      cache = (key_cache, value_cache, starts)
     normed = RMSNorm(c.rms_norm_eps, c.compute_dtype, name="attention_norm")(x)
     h = Attention(c, name="attention")(normed, positions, mask, cache)
     if cache is not None:
@@ -418,14 +429,18 @@ class Decoder(nn.Module):
     mask = (jnp.arange(cache.max_length)[None, None, :] <= positions[:, :, None])[:, None]
     embedding = self._embed()
     x = nn.with_logical_constraint(embedding.astype(c.compute_dtype)[tokens], ("batch", "length", "embed"))
-    # The cache rides in the loop's carry (updated in place), not as a scanned input and output,
-    # which would copy every layer's keys and values at each step.
-    blocks = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0), length=c.num_layers,
-                     unroll=c.scan_unroll, metadata_params={nn.PARTITION_NAME: "layers"})
-    (x, keys, values), _ = blocks(c, name="layers")((x, cache.key, cache.value), positions, mask, starts,
-                                                    jnp.arange(c.num_layers))
+    # Layers run one after another (not scanned) on their own slices of the stacked parameters, so
+    # each layer's cache is its own buffer: written in place and read as it lies, never copied.
+    layers = self.variables["params"]["layers"]
+    if not isinstance(layers, tuple):
+      layers = unstack_layers(self.variables["params"], c.num_layers)["layers"]
+    keys, values = [], []
+    for i in range(c.num_layers):
+      (x, key, value), _ = Block(c, parent=None).apply({"params": layers[i]}, (x, cache.key[i], cache.value[i]),
+                                                       positions, mask, starts)
+      keys.append(key)
+      values.append(value)
     if chunk_lengths is None:
       chunk_lengths = jnp.full_like(starts, tokens.shape[1])
-    new_cache = KVCache(key=keys, value=values, lengths=starts + chunk_lengths.astype(starts.dtype))
+    new_cache = KVCache(key=tuple(keys), value=tuple(values), lengths=starts + chunk_lengths.astype(starts.dtype))
     return self._logits(x, embedding, logits_at), new_cache

@@ -197,8 +197,8 @@ _SHARDED_CHILD = textwrap.dedent(r"""
     state = sampler.append(state, [[7, 8]] * 4)
     state, sampled = sampler.generate(state, jax.random.PRNGKey(1), sampling=SamplingParams(top_k=4))
     out[name] = dict(greedy=greedy.tokens.tolist(), logprobs=greedy.logprobs.tolist(), sampled=sampled.tokens.tolist(),
-                     cache_devices=len(state.cache.key.sharding.device_set),
-                     cache_spec=str(state.cache.key.sharding.spec) if partitioner else None)
+                     cache_devices=len(state.cache.key[0].sharding.device_set),
+                     cache_spec=str(state.cache.key[0].sharding.spec) if partitioner else None)
   print(json.dumps(out))
 """)
 
