@@ -63,17 +63,21 @@ def loss_sums(logits: jax.Array, targets: jax.Array, weights: jax.Array, *, z_lo
     {'loss', 'z_loss', 'correct', 'weight'}: sums over weighted tokens.
   """
   log_z = jax.nn.logsumexp(logits, axis=-1)
-  log_probs = logits - log_z[..., None]
-  target_log_prob = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  nll = -target_log_prob
+  # The target's logit by comparing against the vocabulary's ids rather than by gathering: the
+  # comparison fuses into the passes over the logits that logsumexp already makes, and so does its
+  # gradient, where a gather's is a scatter into a fresh [batch, length, vocab] array.
+  is_target = jnp.arange(logits.shape[-1]) == targets[..., None]
+  target_logit = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
+  nll = log_z - target_logit
   if label_smoothing:
-    nll = (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(axis=-1)
+    nll = (1.0 - label_smoothing) * nll - label_smoothing * (logits.mean(axis=-1) - log_z)
   z = z_loss * jnp.square(log_z)
   weights = weights.astype(jnp.float32)
   return {
       "loss": jnp.sum((nll + z) * weights),
       "z_loss": jnp.sum(z * weights),
-      "correct": jnp.sum((jnp.argmax(logits, axis=-1) == targets) * weights),
+      # A prediction is correct when the target's logit is the largest (a max, cheaper than argmax).
+      "correct": jnp.sum((target_logit >= jnp.max(logits, axis=-1)) * weights),
       "weight": jnp.sum(weights),
   }
 

@@ -64,6 +64,10 @@ def test_loss_counts_only_weighted_tokens():
   sums = trainer.loss_sums(logits, targets, weights)
   nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1)[..., 0]
   assert jnp.allclose(sums["loss"], (nll * weights).sum()) and float(sums["weight"]) == 6.0
+  assert float(sums["correct"]) == float(((jnp.argmax(logits, -1) == targets) * weights).sum())
+  smoothed = trainer.loss_sums(logits, targets, weights, label_smoothing=0.1)["loss"]
+  uniform_nll = -jax.nn.log_softmax(logits).mean(-1)
+  assert jnp.allclose(smoothed, ((0.9 * nll + 0.1 * uniform_nll) * weights).sum(), atol=1e-5)
   # Changing a zero-weight token's logits changes nothing.
   other = logits.at[0, 0].set(100.0)
   assert jnp.allclose(trainer.loss_sums(other, targets, weights)["loss"], sums["loss"])
