@@ -268,7 +268,7 @@ class Sampler:
     return fits[0]
 
   def _prefill_fn(self, params, state: DecodeState, tokens, counts, *, window: int):
-    params = unstack_layers(params, self.config.num_layers)
+    params = unstack_layers(params, self.config.num_layers, self.config.compute_dtype)
     written = counts > 0
     view = self._window(state.cache, window)
     logits, cache = self._model.apply({"params": params}, tokens, cache=view, chunk_lengths=counts,
@@ -333,7 +333,7 @@ class Sampler:
                    cache_window: int):
     batch, width = self.batch_size, self.max_new_tokens
     # Split once, outside the loop: slicing the stacked weights in its body would copy them every step.
-    params = unstack_layers(params, self.config.num_layers)
+    params = unstack_layers(params, self.config.num_layers, self.config.compute_dtype)
     whole_cache = state.cache
     full = state.cache.lengths >= self.capacity
     # Rows that do not run may lie past the window: their (uncounted) writes are not kept.

@@ -18,6 +18,7 @@ attends to everything it has written so far (see models/sampler.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -195,12 +196,17 @@ class KVCache:
     return self.key[0].shape[2]
 
 
-def unstack_layers(params: Any, num_layers: int) -> dict:
+def unstack_layers(params: Any, num_layers: int, dtype: Any = None) -> dict:
   """`params` with the stacked "layers" subtree split into a tuple of per-layer subtrees.
 
   Decoding with a cache accepts either form. A decode loop should split once outside the loop:
-  slicing inside it would copy every layer's weights at each step.
+  slicing inside it would copy every layer's weights at each step. With `dtype` (the compute
+  dtype), floating-point weights are also cast once, so that a bfloat16 decode step reads half
+  the bytes instead of casting float32 weights at every step.
   """
+  if dtype is not None:
+    params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
+                          nn.meta.unbox(params))
   layers = nn.meta.unbox(params["layers"])
   return {**params, "layers": tuple(jax.tree.map(lambda p, i=i: p[i], layers) for i in range(num_layers))}
 
@@ -230,8 +236,59 @@ def _matmul(x: jax.Array, kernel: jax.Array, contract: int = 1) -> jax.Array:
   """
   lead, out = x.shape[:x.ndim - contract], kernel.shape[contract:]
   inner = math.prod(kernel.shape[:contract])
-  y = jnp.dot(x.reshape(-1, inner), kernel.reshape(inner, -1))
+  y = _dot(x.reshape(-1, inner), kernel.reshape(inner, -1), x.dtype)
   return y.reshape(lead + out)
+
+
+def _dot(x: jax.Array, kernel: jax.Array, out_dtype) -> jax.Array:
+  """x [m, k] times kernel [k, n] in x's dtype, accumulated in float32 and returned as `out_dtype`.
+
+  bfloat16 products on CPU go through `_bfloat16_dot`; elsewhere XLA picks its fast kernels for
+  autodiff's products by itself, and a plain product keeps remat policies that save products
+  (`remat='dots'`) working.
+  """
+  if x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+    return _bfloat16_dot(x, kernel, jnp.dtype(out_dtype))
+  return jnp.dot(x, kernel, preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _bfloat16_dot(x, kernel, out_dtype):
+  """A bfloat16 product whose gradients are bfloat16 products too, each in [m, k] x [k, n] form.
+
+  XLA:CPU runs bfloat16 x bfloat16 -> float32 products at about twice its float32 rate (YNNPACK,
+  on CPUs with AVX512-BF16 or AMX), but only when both operands lie row-major with the contracted
+  dimension inner on the left and outer on the right; any other product, such as the x^T g and
+  g k^T of autodiff's gradients, it first converts to float32. So the backward pass transposes
+  its operands explicitly (`_row_major_transpose`). On TPU and GPU this is the usual bfloat16
+  product with float32 accumulation.
+  """
+  return jnp.dot(x, kernel, preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+def _bfloat16_dot_fwd(x, kernel, out_dtype):
+  return _bfloat16_dot(x, kernel, out_dtype), (x, kernel)
+
+
+def _bfloat16_dot_bwd(out_dtype, residuals, grad):
+  x, kernel = residuals
+  grad = grad.astype(x.dtype)
+  dx = jnp.dot(grad, _row_major_transpose(kernel), preferred_element_type=jnp.float32).astype(x.dtype)
+  dkernel = jnp.dot(_row_major_transpose(x), grad, preferred_element_type=jnp.float32).astype(kernel.dtype)
+  return dx, dkernel
+
+
+_bfloat16_dot.defvjp(_bfloat16_dot_fwd, _bfloat16_dot_bwd)
+
+
+def _row_major_transpose(a: jax.Array) -> jax.Array:
+  """a.T, stored transposed rather than viewed with swapped strides.
+
+  XLA gives a plain transpose a column-major layout (a free view), which a following product
+  treats as transposed; the double flip (which XLA removes later) hides that until the product's
+  bfloat16 kernel is chosen, and layout assignment then writes the transpose out.
+  """
+  return jnp.flip(jnp.flip(a.T, 0), 0)
 
 
 def _attend(q, key, value, mask, soft_cap, dt):
@@ -411,11 +468,12 @@ class Decoder(nn.Module):
     if logits_at is not None:
       x = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)
     if c.tie_embeddings:
-      head = embedding.T
+      # Written out transposed for bfloat16 on CPU; see `_bfloat16_dot`.
+      head = _row_major_transpose(embedding.astype(dt)) if dt == jnp.bfloat16 else embedding.astype(dt).T
     else:
       head = _param(self, "lm_head", nn.initializers.normal(stddev=c.d_model ** -0.5), (c.d_model, c.vocab_size),
-                    ("embed", "vocab"))
-    logits = jnp.dot(x.reshape(-1, c.d_model), head.astype(dt), preferred_element_type=jnp.float32)
+                    ("embed", "vocab")).astype(dt)
+    logits = _dot(x.reshape(-1, c.d_model), head, jnp.float32)
     logits = logits.reshape(x.shape[:2] + (c.vocab_size,))
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
     return logits if logits_at is None else logits[:, 0]

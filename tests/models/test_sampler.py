@@ -3,6 +3,7 @@ from its cache, compiles once per shape, and runs sharded like training."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -244,3 +245,20 @@ def test_long_caches_decode_on_windows_and_still_equal_the_forward_pass():
       contexts[b] += observations[b]
   assert sampler.lengths(state).tolist() == [len(c) for c in contexts]
   assert max(len(c) for c in contexts) > 512
+
+
+def test_bfloat16_decoding_follows_the_bfloat16_forward_pass(params):
+  """With bfloat16 compute (weights cast once before the loop) each token is the forward pass's choice up
+  to bfloat16 rounding, with nearly its log-probability."""
+  config = dataclasses.replace(CONFIG, dtype="bfloat16")
+  sampler = Sampler(config, params, batch_size=3, capacity=96, max_new_tokens=24, prefill_buckets=(8, 32))
+  _, result = sampler.generate(sampler.append(sampler.new_state(), PROMPTS), jax.random.PRNGKey(0))
+  assert list(result.num_tokens) == [24, 24, 24]
+  for b, prompt in enumerate(PROMPTS):
+    generated = result.row_tokens(b)
+    full = np.concatenate([prompt, generated])
+    logp = np.asarray(jax.nn.log_softmax(Decoder(config).apply({"params": params}, jnp.asarray(full)[None])[0], -1))
+    positions = np.arange(len(prompt) - 1, len(full) - 1)
+    chosen = logp[positions, generated]
+    assert np.all(chosen >= logp[positions].max(-1) - 0.1)
+    np.testing.assert_allclose(chosen, result.row_logprobs(b), atol=0.1, rtol=0)
