@@ -66,8 +66,9 @@ def test_long_rows_skip_masked_blocks_and_change_nothing(monkeypatch):
   (value_full, full), grads_full = jax.value_and_grad(loss, has_aux=True)(params)
   np.testing.assert_allclose(blocked, full, atol=2e-5)
   np.testing.assert_allclose(value, value_full, rtol=1e-5)
+  # Gradients summed over ~600 positions in another order: float32 rounding scales with the leaf's size.
   for g, g_full in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_full)):
-    np.testing.assert_allclose(g, g_full, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(g, g_full, atol=2e-6 * float(np.abs(g_full).max()), rtol=1e-4)
 
 
 def test_causal_a_token_never_sees_the_future():
