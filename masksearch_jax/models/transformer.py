@@ -260,8 +260,7 @@ def _bfloat16_dot(x, kernel, out_dtype):
   on CPUs with AVX512-BF16 or AMX), but only when both operands lie row-major with the contracted
   dimension inner on the left and outer on the right; any other product, such as the x^T g and
   g k^T of autodiff's gradients, it first converts to float32. So the backward pass transposes
-  its operands explicitly (`_row_major_transpose`). On TPU and GPU this is the usual bfloat16
-  product with float32 accumulation.
+  its operands explicitly (`_row_major_transpose`). `_dot` uses it on CPU only.
   """
   return jnp.dot(x, kernel, preferred_element_type=jnp.float32).astype(out_dtype)
 
