@@ -247,9 +247,14 @@ def _dot(x: jax.Array, kernel: jax.Array, out_dtype) -> jax.Array:
   autodiff's products by itself, and a plain product keeps remat policies that save products
   (`remat='dots'`) working.
   """
-  if x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+  if _takes_bfloat16_dot(x.dtype):
     return _bfloat16_dot(x, kernel, jnp.dtype(out_dtype))
   return jnp.dot(x, kernel, preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+def _takes_bfloat16_dot(dtype) -> bool:
+  """Whether products in `dtype` go through `_bfloat16_dot` (and want row-major operands)."""
+  return dtype == jnp.bfloat16 and jax.default_backend() == "cpu"
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -468,7 +473,7 @@ class Decoder(nn.Module):
       x = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)
     if c.tie_embeddings:
       # Written out transposed for bfloat16 on CPU; see `_bfloat16_dot`.
-      head = _row_major_transpose(embedding.astype(dt)) if dt == jnp.bfloat16 else embedding.astype(dt).T
+      head = _row_major_transpose(embedding.astype(dt)) if _takes_bfloat16_dot(dt) else embedding.astype(dt).T
     else:
       head = _param(self, "lm_head", nn.initializers.normal(stddev=c.d_model ** -0.5), (c.d_model, c.vocab_size),
                     ("embed", "vocab")).astype(dt)
