@@ -259,15 +259,17 @@ def _takes_bfloat16_dot(dtype) -> bool:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _bfloat16_dot(x, kernel, out_dtype):
-  """A bfloat16 product whose gradients are bfloat16 products too, each in [m, k] x [k, n] form.
+  """A bfloat16 product x [..., m, k] @ kernel [..., k, n] whose gradients are such products too.
 
   XLA:CPU runs bfloat16 x bfloat16 -> float32 products at about twice its float32 rate (YNNPACK,
   on CPUs with AVX512-BF16 or AMX), but only when both operands lie row-major with the contracted
   dimension inner on the left and outer on the right; any other product, such as the x^T g and
-  g k^T of autodiff's gradients, it first converts to float32. So the backward pass transposes
-  its operands explicitly (`_row_major_transpose`). `_dot` uses it on CPU only.
+  g k^T of autodiff's gradients, it first converts to float32. So the backward pass writes the
+  transposes its products need (`_row_major_transpose`), each gradient in whichever of its two
+  forms (dx = g k^T, or dx^T = k g^T transposed back) moves fewer elements. `_dot` and the
+  attention use it on CPU only.
   """
-  return jnp.dot(x, kernel, preferred_element_type=jnp.float32).astype(out_dtype)
+  return jnp.matmul(x, kernel, preferred_element_type=jnp.float32).astype(out_dtype)
 
 
 def _bfloat16_dot_fwd(x, kernel, out_dtype):
@@ -277,8 +279,21 @@ def _bfloat16_dot_fwd(x, kernel, out_dtype):
 def _bfloat16_dot_bwd(out_dtype, residuals, grad):
   x, kernel = residuals
   grad = grad.astype(x.dtype)
-  dx = jnp.dot(grad, _row_major_transpose(kernel), preferred_element_type=jnp.float32).astype(x.dtype)
-  dkernel = jnp.dot(_row_major_transpose(x), grad, preferred_element_type=jnp.float32).astype(kernel.dtype)
+  m, k, n = x.shape[-2], x.shape[-1], kernel.shape[-1]
+
+  def product(a, b, dtype):
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(dtype)
+
+  # Each gradient transposes one operand, or the incoming gradient and its own result (XLA writes
+  # the gradient's transpose once when both take that form).
+  if k * n <= m * n + m * k:
+    dx = product(grad, _row_major_transpose(kernel), x.dtype)
+  else:
+    dx = _row_major_transpose(product(kernel, _row_major_transpose(grad), x.dtype))
+  if m * k <= m * n + k * n:
+    dkernel = product(_row_major_transpose(x), grad, kernel.dtype)
+  else:
+    dkernel = _row_major_transpose(product(_row_major_transpose(grad), x, kernel.dtype))
   return dx, dkernel
 
 
@@ -286,31 +301,40 @@ _bfloat16_dot.defvjp(_bfloat16_dot_fwd, _bfloat16_dot_bwd)
 
 
 def _row_major_transpose(a: jax.Array) -> jax.Array:
-  """a.T, stored transposed rather than viewed with swapped strides.
+  """a with its last two dimensions swapped, stored transposed rather than viewed with swapped strides.
 
   XLA gives a plain transpose a column-major layout (a free view), which a following product
   treats as transposed; the double flip (which XLA removes later) hides that until the product's
   bfloat16 kernel is chosen, and layout assignment then writes the transpose out.
   """
-  return jnp.flip(jnp.flip(a.T, 0), 0)
+  return jnp.flip(jnp.flip(jnp.swapaxes(a, -1, -2), -2), -2)
 
 
-def _attend(q, key, value, mask, soft_cap, dt):
+def _attend(q, key, value, mask, soft_cap, dt, row_major=False):
   """Softmax attention of q [b, k, g, q, f] over key/value [b, k, s, f] where mask [b, 1, q, s] -> [b, k, g, q, f].
 
   Heads come ahead of positions and the group's queries are stacked ([b, k, g * q, f]), so both
   products are plain batched matmuls over (batch, kv head) in XLA's canonical layout; in training
   this halves the attention's time on CPU against position-major einsums, whose gradients XLA
-  transposes, and in decoding the cache is read as it lies.
+  transposes, and in decoding the cache is read as it lies. With `row_major` (bfloat16 training on
+  CPU) the keys are transposed once and both products go through `_bfloat16_dot`.
   """
   b, k, g, length, f = q.shape
-  logits = jnp.einsum("bkqf,bksf->bkqs", q.reshape(b, k, g * length, f), key, preferred_element_type=jnp.float32)
+  q = q.reshape(b, k, g * length, f)
+  if row_major:
+    logits = _bfloat16_dot(q, _row_major_transpose(key), jnp.float32)
+  else:
+    logits = jnp.einsum("bkqf,bksf->bkqs", q, key, preferred_element_type=jnp.float32)
   logits = logits.reshape(b, k, g, length, key.shape[2]) * f ** -0.5
   if soft_cap:
     logits = soft_cap * jnp.tanh(logits / soft_cap)
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1).astype(dt).reshape(b, k, g * length, key.shape[2])
-  return jnp.einsum("bkqs,bksf->bkqf", weights, value).reshape(b, k, g, length, f)
+  if row_major:
+    out = _bfloat16_dot(weights, value, dt)
+  else:
+    out = jnp.einsum("bkqs,bksf->bkqf", weights, value)
+  return out.reshape(b, k, g, length, f)
 
 
 class Attention(nn.Module):
@@ -352,16 +376,18 @@ class Attention(nn.Module):
     if cache is None:
       key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
     soft_cap = c.attention_logits_soft_cap
+    # Decoding reads the cache as it lies (one query row gains nothing from bfloat16 kernels).
+    row_major = cache is None and _takes_bfloat16_dot(dt)
     if cache is None and length > QUERY_BLOCK:
       # The mask is causal by index here, so queries [i, i + B) never see keys past i + B:
       # skipping those blocks saves up to half the quadratic work, which dominates small
       # models on long rows.
       out = jnp.concatenate([
           _attend(q[:, :, :, i:i + QUERY_BLOCK], key[:, :, :i + QUERY_BLOCK], value[:, :, :i + QUERY_BLOCK],
-                  mask[:, :, i:i + QUERY_BLOCK, :i + QUERY_BLOCK], soft_cap, dt)
+                  mask[:, :, i:i + QUERY_BLOCK, :i + QUERY_BLOCK], soft_cap, dt, row_major)
           for i in range(0, length, QUERY_BLOCK)], axis=3)
     else:
-      out = _attend(q, key, value, mask, soft_cap, dt)
+      out = _attend(q, key, value, mask, soft_cap, dt, row_major)
     out = out.transpose(0, 3, 1, 2, 4)
     out = out.reshape(b, length, h, f)
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))

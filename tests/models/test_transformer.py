@@ -131,6 +131,28 @@ def test_remat_and_bfloat16_give_the_same_gradients(remat):
                        Decoder(SMALL).apply({"params": params}, tokens)).max()) < 0.1
 
 
+@pytest.mark.parametrize("shape", [(64, 8, 8), (2, 32, 32), (32, 32, 2)],
+                         ids=["both-transpose-an-operand", "dx-transposes-the-gradient", "dkernel-transposes-the-gradient"])
+def test_bfloat16_dot_gradients_match_a_plain_product(shape):
+  m, k, n = shape
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, m, k)).astype(jnp.bfloat16)
+  kernel = jax.random.normal(jax.random.PRNGKey(2), (3, k, n)).astype(jnp.bfloat16)
+  weights = jax.random.normal(jax.random.PRNGKey(3), (3, m, n))
+
+  def loss(product, a, b):
+    return jnp.sum(product(a, b) * weights)
+
+  def plain(a, b):
+    return jnp.matmul(a.astype(jnp.float32), b.astype(jnp.float32))
+
+  ours = jax.grad(lambda a, b: loss(lambda u, v: transformer._bfloat16_dot(u, v, jnp.float32), a, b), (0, 1))(x, kernel)
+  reference = jax.grad(lambda a, b: loss(plain, a, b), (0, 1))(x, kernel)
+  for got, want in zip(ours, reference):
+    assert got.shape == want.shape and got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=2e-2, atol=2e-2 * float(jnp.abs(want.astype(jnp.float32)).max()))
+
+
 def test_bad_configs_are_refused():
   with pytest.raises(ValueError, match="multiple of num_kv_heads"):
     TransformerConfig(num_heads=4, num_kv_heads=3)
