@@ -132,7 +132,8 @@ def test_remat_and_bfloat16_give_the_same_gradients(remat):
 
 
 @pytest.mark.parametrize("shape", [(64, 8, 8), (2, 32, 32), (32, 32, 2)],
-                         ids=["both-transpose-an-operand", "dx-transposes-the-gradient", "dkernel-transposes-the-gradient"])
+                         ids=["both-transpose-an-operand", "dx-transposes-the-gradient",
+                              "dkernel-transposes-the-gradient"])
 def test_bfloat16_dot_gradients_match_a_plain_product(shape):
   m, k, n = shape
   x = jax.random.normal(jax.random.PRNGKey(1), (3, m, k)).astype(jnp.bfloat16)
