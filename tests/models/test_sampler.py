@@ -266,3 +266,25 @@ def test_bfloat16_decoding_follows_the_bfloat16_forward_pass(params):
     chosen = logp[positions, generated]
     assert np.all(chosen >= logp[positions].max(-1) - 0.1)
     np.testing.assert_allclose(chosen, result.row_logprobs(b), atol=0.1, rtol=0)
+
+
+def test_bfloat16_weights_are_cast_once_per_assignment_of_params(params):
+  config = dataclasses.replace(CONFIG, dtype="bfloat16")
+  other = jax.tree_util.tree_map(lambda x: -x, params)
+  sampler = Sampler(config, params, batch_size=3, capacity=96, max_new_tokens=8, prefill_buckets=(8, 32))
+  casts = []
+  cast = sampler._cast
+  sampler._cast = lambda p: casts.append(p) or cast(p)
+
+  def run(s):
+    return s.generate(s.append(s.new_state(), PROMPTS), jax.random.PRNGKey(0))[1].tokens
+
+  first = run(sampler)
+  np.testing.assert_array_equal(run(sampler), first)
+  assert len(casts) == 1 and casts[0] is params  # Two appends and two generates, one cast.
+  assert sampler.params is params  # The parameters as given, not the cast copy.
+  sampler.params = other  # As DAPO assigns the updated policy.
+  fresh = Sampler(config, other, batch_size=3, capacity=96, max_new_tokens=8, prefill_buckets=(8, 32))
+  np.testing.assert_array_equal(run(sampler), run(fresh))
+  assert len(casts) == 2 and casts[1] is other
+  assert not np.array_equal(run(sampler), first)  # The new weights are the ones decoding.
