@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masksearch_jax.models.transformer import Decoder, KVCache, TransformerConfig, unstack_layers
+from masksearch_jax.models.transformer import Decoder, KVCache, TransformerConfig, cast_floating, unstack_layers
 from masksearch_jax.training.partitioning import Partitioner
 
 
@@ -201,7 +201,7 @@ class Sampler:
       self._state_shardings = None
     self.params = params
     compute_dtype = jnp.dtype(config.compute_dtype)
-    self._cast = jax.jit(lambda params: _cast_floating(params, compute_dtype))
+    self._cast = jax.jit(lambda params: cast_floating(params, compute_dtype))
     self._prefill = jax.jit(self._prefill_fn, static_argnames=("window",), donate_argnums=(1,))
     self._generate = jax.jit(self._generate_fn, static_argnames=("sampling", "cache_window"), donate_argnums=(1,))
 
@@ -225,8 +225,8 @@ class Sampler:
     if self._compute_params is None:
       dtype = jnp.dtype(self.config.compute_dtype)
       leaves = jax.tree_util.tree_leaves(nn.meta.unbox(self._params))
-      narrower = any(jnp.issubdtype(p.dtype, jnp.floating) and p.dtype != dtype for p in leaves)
-      self._compute_params = self._cast(self._params) if narrower else self._params
+      differs = any(jnp.issubdtype(p.dtype, jnp.floating) and p.dtype != dtype for p in leaves)
+      self._compute_params = self._cast(self._params) if differs else self._params
     return self._compute_params
 
   # -- state ----------------------------------------------------------------------------------------
@@ -422,10 +422,6 @@ class Sampler:
     if self.partitioner is None:
       return jnp.asarray(array)
     return jax.device_put(array, self.partitioner.data_sharding(np.ndim(array)))
-
-
-def _cast_floating(params: Any, dtype) -> Any:
-  return jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, nn.meta.unbox(params))
 
 
 @functools.lru_cache(maxsize=None)

@@ -207,6 +207,12 @@ class KVCache:
     return self.key[0].shape[2]
 
 
+def cast_floating(params: Any, dtype: Any) -> Any:
+  """`params` (unboxed) with every floating-point leaf cast to `dtype`; integer leaves kept."""
+  return jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
+                      nn.meta.unbox(params))
+
+
 def unstack_layers(params: Any, num_layers: int, dtype: Any = None) -> dict:
   """`params` with the stacked "layers" subtree split into a tuple of per-layer subtrees.
 
@@ -216,8 +222,7 @@ def unstack_layers(params: Any, num_layers: int, dtype: Any = None) -> dict:
   the bytes instead of casting float32 weights at every step.
   """
   if dtype is not None:
-    params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
-                          nn.meta.unbox(params))
+    params = cast_floating(params, dtype)
   layers = nn.meta.unbox(params["layers"])
   return {**params, "layers": tuple(jax.tree.map(lambda p, i=i: p[i], layers) for i in range(num_layers))}
 
@@ -387,7 +392,7 @@ class Attention(nn.Module):
     if cache is None:
       key, value = key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
     soft_cap = c.attention_logits_soft_cap
-    # Decoding reads the cache as it lies (one query row gains nothing from bfloat16 kernels).
+    # With a cache (prefill and decoding) attention reads it as it lies.
     row_major = cache is None and _takes_bfloat16_dot(dt)
     if cache is None and length > QUERY_BLOCK:
       # The mask is causal by index here, so queries [i, i + B) never see keys past i + B:
