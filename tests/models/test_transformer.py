@@ -154,6 +154,29 @@ def test_bfloat16_dot_gradients_match_a_plain_product(shape):
                                rtol=2e-2, atol=2e-2 * float(jnp.abs(want.astype(jnp.float32)).max()))
 
 
+# Parameter counts of the released checkpoints (their safetensors), embeddings included.
+PUBLISHED_PARAMETERS = {
+    "qwen2_5_0_5b": 494_032_768, "qwen2_5_1_5b": 1_543_714_304, "qwen2_5_3b": 3_085_938_688,
+    "qwen2_5_7b": 7_615_616_512, "llama3_2_1b": 1_235_814_400, "llama3_2_3b": 3_212_749_824,
+    "llama3_1_8b": 8_030_261_248,
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PUBLISHED_PARAMETERS))
+def test_gin_model_presets_have_the_released_shapes(preset):
+  import gin
+
+  from masksearch_jax import gin_flags
+  gin_flags.parse(gin_files=[f"models/{preset}.gin"], bindings=[])
+  try:
+    config = gin.get_configurable(TransformerConfig)()
+  finally:
+    gin.clear_config()
+  assert config.num_params() == PUBLISHED_PARAMETERS[preset]
+  assert config.qkv_bias == preset.startswith("qwen")  # Qwen2 has q/k/v biases, Llama none.
+  assert config.dtype == "bfloat16"
+
+
 def test_bad_configs_are_refused():
   with pytest.raises(ValueError, match="multiple of num_kv_heads"):
     TransformerConfig(num_heads=4, num_kv_heads=3)
