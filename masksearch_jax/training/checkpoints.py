@@ -50,7 +50,9 @@ class RestoreCheckpointConfig:
   """Which checkpoint to resume from (T5X's RestoreCheckpointConfig).
 
   Attributes:
-    path: A checkpoints directory to restore from; None means MODEL_DIR/checkpoints.
+    path: Another run's checkpoints directory to start from; None means MODEL_DIR/checkpoints.
+      The run still saves into MODEL_DIR/checkpoints and, once that holds a checkpoint, a
+      restart resumes from there.
     mode: 'latest' (the newest step), or 'specific' (the step in `step`).
     step: The step for mode 'specific'.
     fallback_to_scratch: Start from scratch when there is no checkpoint (else it is an error).

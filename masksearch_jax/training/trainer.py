@@ -319,8 +319,7 @@ def train(*,
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), _strip_boxes(abstract_boxed),
         state_shardings)
 
-    run_checkpoints = checkpoints_lib.TrainingCheckpoints(
-        checkpoint_cfg.restore.path or model_path / "checkpoints", checkpoint_cfg.save)
+    run_checkpoints = checkpoints_lib.TrainingCheckpoints(model_path / "checkpoints", checkpoint_cfg.save)
     state, meta, resumed_from = _initial_state(run_checkpoints, checkpoint_cfg.restore, abstract_state, init_boxed,
                                                state_shardings, random_seed, initial_checkpoint_path, model)
     if meta.get("stages") and meta["stages"] != [list(s) for s in stages]:
@@ -441,23 +440,38 @@ def _batches(cfg: DatasetConfig, start_step: int) -> Iterator[dict[str, np.ndarr
 
 def _initial_state(run_checkpoints, restore_cfg, abstract_state, init_boxed, state_shardings, random_seed,
                    initial_checkpoint_path, model):
-  """The state to start from: this run's checkpoint, else initial parameters, else fresh."""
-  if restore_cfg.mode == "specific":
-    if restore_cfg.step not in run_checkpoints.steps():
-      raise FileNotFoundError(f"no checkpoint of step {restore_cfg.step} in {run_checkpoints.directory} "
-                              f"(have {run_checkpoints.steps()})")
-    restore_step = restore_cfg.step
+  """The state to start from: a checkpoint as `restore_cfg` says, else initial parameters, else fresh.
+
+  With `restore_cfg.path` (another run's checkpoints) this run still saves into its own directory,
+  and once that holds a checkpoint, a restart resumes from its newest, as T5X does.
+  """
+  # A restarted run that began from another run's checkpoint continues from its own.
+  resuming = restore_cfg.path is not None and run_checkpoints.latest_step() is not None
+  if restore_cfg.path is None or resuming:
+    source = run_checkpoints
   else:
-    restore_step = run_checkpoints.latest_step()
-  if restore_step is not None:
-    state, meta = run_checkpoints.restore(restore_step, abstract_state)
-    if meta.get("model") and TransformerConfig(**meta["model"]) != model:
-      raise ConfigError(f"checkpoint {restore_step} in {run_checkpoints.directory} is of another model: "
-                       f"{meta['model']}")
-    logger.info("resuming from step %d (%s)", restore_step, run_checkpoints.directory)
-    return state, meta, restore_step
+    if not Path(restore_cfg.path).is_dir():
+      raise FileNotFoundError(f"RestoreCheckpointConfig.path {restore_cfg.path} is not a checkpoints directory")
+    source = checkpoints_lib.TrainingCheckpoints(restore_cfg.path)
+  try:
+    if restore_cfg.mode == "specific" and not resuming:
+      if restore_cfg.step not in source.steps():
+        raise FileNotFoundError(f"no checkpoint of step {restore_cfg.step} in {source.directory} "
+                                f"(have {source.steps()})")
+      restore_step = restore_cfg.step
+    else:
+      restore_step = source.latest_step()
+    if restore_step is not None:
+      state, meta = source.restore(restore_step, abstract_state)
+      if meta.get("model") and TransformerConfig(**meta["model"]) != model:
+        raise ConfigError(f"checkpoint {restore_step} in {source.directory} is of another model: {meta['model']}")
+      logger.info("resuming from step %d (%s)", restore_step, source.directory)
+      return state, meta, restore_step
+  finally:
+    if source is not run_checkpoints:
+      source.close()
   if not restore_cfg.fallback_to_scratch and not initial_checkpoint_path:
-    raise FileNotFoundError(f"no checkpoint in {run_checkpoints.directory} and fallback_to_scratch is off")
+    raise FileNotFoundError(f"no checkpoint in {source.directory} and fallback_to_scratch is off")
   init = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_shardings)
   state = init(jax.random.PRNGKey(random_seed))
   if initial_checkpoint_path:

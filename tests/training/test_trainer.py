@@ -247,6 +247,33 @@ def test_initial_checkpoint_path_starts_from_those_parameters(tiny_run_gin, tmp_
   assert _leaves_close(checkpoints.load_params(first / "checkpoints"), checkpoints.load_params(second / "checkpoints"))
 
 
+def test_restoring_a_given_step_continues_as_the_run_did(tiny_run_gin, tmp_path, capsys):
+  first = tmp_path / "first"
+  assert cli.main(_train_args(tiny_run_gin, first, 6, "--gin.CHECKPOINT_PERIOD=2")) == 0
+  gin.clear_config()
+  # A new run dir that restores step 2 of the first run (not its latest, 6) and trains on to 6.
+  second = tmp_path / "second"
+  assert cli.main(_train_args(tiny_run_gin, second, 6, "--gin.CHECKPOINT_PERIOD=2",
+                              f"--gin_bindings=checkpoints.RestoreCheckpointConfig.path = '{first / 'checkpoints'}'",
+                              "--gin_bindings=checkpoints.RestoreCheckpointConfig.mode = 'specific'",
+                              "--gin_bindings=checkpoints.RestoreCheckpointConfig.step = 2")) == 0
+  # Steps 3 to 6 again, on the same data (the input position is in the checkpoint): the same parameters.
+  assert _leaves_close(checkpoints.load_params(first / "checkpoints"), checkpoints.load_params(second / "checkpoints"))
+  capsys.readouterr()  # The two runs' progress bars.
+  for name, bindings, message in [
+      ("third", [f"checkpoints.RestoreCheckpointConfig.path = '{first / 'checkpoints'}'",
+                 "checkpoints.RestoreCheckpointConfig.mode = 'specific'",
+                 "checkpoints.RestoreCheckpointConfig.step = 3"],
+       f"no checkpoint of step 3 in {first / 'checkpoints'} (have [2, 4, 6])"),
+      ("fourth", [f"checkpoints.RestoreCheckpointConfig.path = '{tmp_path / 'missing'}'"],
+       f"RestoreCheckpointConfig.path {tmp_path / 'missing'} is not a checkpoints directory")]:
+    gin.clear_config()
+    assert cli.main(_train_args(tiny_run_gin, tmp_path / name, 6, *[f"--gin_bindings={b}" for b in bindings])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
+    assert not (tmp_path / name / "checkpoints" / "2").exists()  # Nothing trained from scratch instead.
+
+
 def test_killed_run_resumes_to_the_same_parameters(tiny_run_gin, tmp_path):
   """SIGKILL at an arbitrary step, restart: the end equals an uninterrupted run of the same length."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
