@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from masksearch_jax.models.transformer import Decoder, KVCache, TransformerConfig, cast_floating, unstack_layers
+from masksearch_jax.models.transformer import Decoder, KVCache, TransformerConfig, unstack_layers
 from masksearch_jax.training.partitioning import Partitioner
 
 
@@ -200,8 +200,8 @@ class Sampler:
     else:
       self._state_shardings = None
     self.params = params
-    compute_dtype = jnp.dtype(config.compute_dtype)
-    self._cast = jax.jit(lambda params: cast_floating(params, compute_dtype))
+    self._compute_dtype = jnp.dtype(config.compute_dtype)
+    self._cast = jax.jit(functools.partial(_cast_floating, dtype=self._compute_dtype))
     self._prefill = jax.jit(self._prefill_fn, static_argnames=("window",), donate_argnums=(1,))
     self._generate = jax.jit(self._generate_fn, static_argnames=("sampling", "cache_window"), donate_argnums=(1,))
 
@@ -223,9 +223,8 @@ class Sampler:
     passed as they are, so float32 decoding keeps no second copy.
     """
     if self._compute_params is None:
-      dtype = jnp.dtype(self.config.compute_dtype)
       leaves = jax.tree_util.tree_leaves(nn.meta.unbox(self._params))
-      differs = any(jnp.issubdtype(p.dtype, jnp.floating) and p.dtype != dtype for p in leaves)
+      differs = any(jnp.issubdtype(p.dtype, jnp.floating) and p.dtype != self._compute_dtype for p in leaves)
       self._compute_params = self._cast(self._params) if differs else self._params
     return self._compute_params
 
@@ -296,7 +295,7 @@ class Sampler:
     return fits[0]
 
   def _prefill_fn(self, params, state: DecodeState, tokens, counts, *, window: int):
-    params = unstack_layers(params, self.config.num_layers, self.config.compute_dtype)
+    params = unstack_layers(params, self.config.num_layers)  # Already in the compute dtype (`_weights`).
     written = counts > 0
     view = self._window(state.cache, window)
     logits, cache = self._model.apply({"params": params}, tokens, cache=view, chunk_lengths=counts,
@@ -361,7 +360,7 @@ class Sampler:
                    cache_window: int):
     batch, width = self.batch_size, self.max_new_tokens
     # Split once, outside the loop: slicing the stacked weights in its body would copy them every step.
-    params = unstack_layers(params, self.config.num_layers, self.config.compute_dtype)
+    params = unstack_layers(params, self.config.num_layers)  # Already in the compute dtype (`_weights`).
     whole_cache = state.cache
     full = state.cache.lengths >= self.capacity
     # Rows that do not run may lie past the window: their (uncounted) writes are not kept.
@@ -422,6 +421,12 @@ class Sampler:
     if self.partitioner is None:
       return jnp.asarray(array)
     return jax.device_put(array, self.partitioner.data_sharding(np.ndim(array)))
+
+
+def _cast_floating(params: Any, dtype) -> Any:
+  """`params` (unboxed) with every floating-point leaf in `dtype`; integer leaves kept."""
+  return jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
+                      nn.meta.unbox(params))
 
 
 @functools.lru_cache(maxsize=None)

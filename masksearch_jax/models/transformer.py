@@ -207,23 +207,14 @@ class KVCache:
     return self.key[0].shape[2]
 
 
-def cast_floating(params: Any, dtype: Any) -> Any:
-  """`params` (unboxed) with every floating-point leaf cast to `dtype`; integer leaves kept."""
-  return jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
-                      nn.meta.unbox(params))
-
-
-def unstack_layers(params: Any, num_layers: int, dtype: Any = None) -> dict:
-  """`params` with the stacked "layers" subtree split into a tuple of per-layer subtrees.
+def unstack_layers(params: Any, num_layers: int) -> dict:
+  """`params` (unboxed) with the stacked "layers" subtree split into a tuple of per-layer subtrees.
 
   Decoding with a cache accepts either form. A decode loop should split once outside the loop:
-  slicing inside it would copy every layer's weights at each step. With `dtype` (the compute
-  dtype), floating-point weights are also cast once, so that a bfloat16 decode step reads half
-  the bytes instead of casting float32 weights at every step.
+  slicing inside it would copy every layer's weights at each step.
   """
-  if dtype is not None:
-    params = cast_floating(params, dtype)
-  layers = nn.meta.unbox(params["layers"])
+  params = nn.meta.unbox(params)
+  layers = params["layers"]
   return {**params, "layers": tuple(jax.tree.map(lambda p, i=i: p[i], layers) for i in range(num_layers))}
 
 
