@@ -205,6 +205,38 @@ def _stages(curriculum: Sequence[tuple[str, int]] | None, cfg: DatasetConfig,
   return stages
 
 
+def resume_position(written: Sequence[Sequence[Any]], stages: Sequence[tuple[str, int]], step: int,
+                    source: str) -> tuple[int, int]:
+  """(stage index, step within it) at which a checkpoint of `step` continues under `stages`.
+
+  The checkpoint was written under the plan `written`. As in T5X, a run may be given more steps
+  and go on (TRAIN_STEPS raised, or the current or a later curriculum stage lengthened or
+  shortened); the stages it already finished, and their order and mixtures, must stay as they
+  were, since its data position is counted within them.
+
+  Raises:
+    ConfigError: naming `source`, if `stages` cannot continue the checkpoint.
+  """
+  names = [str(name) for name, _ in written]
+  mismatch = ConfigError(f"checkpoint {step} in {source} was written by a run with curriculum "
+                         f"{[list(s) for s in written]}, which {list(stages)} cannot continue")
+  if names != [name for name, _ in stages]:
+    raise mismatch
+  start = 0
+  for i, ((_, steps_before), (_, steps_now)) in enumerate(zip(written, stages)):
+    if step < start + int(steps_before) or i == len(stages) - 1:
+      # The stage the checkpoint is in (or ended last): it may change length if not overrun.
+      if step - start > steps_now:
+        raise mismatch
+      if step - start == steps_now:
+        return i + 1, 0
+      return i, step - start
+    if int(steps_before) != steps_now:
+      raise mismatch
+    start += steps_now
+  raise mismatch
+
+
 def _global_batch(local: dict[str, np.ndarray], partitioner: Partitioner) -> Batch:
   return {k: jax.make_array_from_process_local_data(partitioner.data_sharding(v.ndim), v) for k, v in local.items()}
 
@@ -322,9 +354,6 @@ def train(*,
     run_checkpoints = checkpoints_lib.TrainingCheckpoints(model_path / "checkpoints", checkpoint_cfg.save)
     state, meta, resumed_from = _initial_state(run_checkpoints, checkpoint_cfg.restore, abstract_state, init_boxed,
                                                state_shardings, random_seed, initial_checkpoint_path, model)
-    if meta.get("stages") and meta["stages"] != [list(s) for s in stages]:
-      raise ConfigError(f"the checkpoint in {run_checkpoints.directory} was written by a run with curriculum "
-                       f"{meta['stages']}, not {stages}")
 
     train_step = jax.jit(make_train_step(model, transform, accumulation_steps=gradient_accumulation_steps,
                                          z_loss=z_loss, label_smoothing=label_smoothing,
@@ -336,7 +365,9 @@ def train(*,
     writer = metric_writers.create_default_writer(str(model_path / "tensorboard"),
                                                   just_logging=jax.process_index() > 0)
     step = int(state["step"])
-    stage_index, stage_step = int(meta.get("stage", 0)), int(meta.get("stage_step", 0))
+    stage_index, stage_step = 0, 0
+    if meta.get("stages"):
+      stage_index, stage_step = resume_position(meta["stages"], stages, step, meta["restored_from"])
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress or jax.process_index())
     pending: list[tuple[int, dict]] = []
     last_loss = None
@@ -466,7 +497,7 @@ def _initial_state(run_checkpoints, restore_cfg, abstract_state, init_boxed, sta
       if meta.get("model") and TransformerConfig(**meta["model"]) != model:
         raise ConfigError(f"checkpoint {restore_step} in {source.directory} is of another model: {meta['model']}")
       logger.info("resuming from step %d (%s)", restore_step, source.directory)
-      return state, meta, restore_step
+      return state, {**meta, "restored_from": str(source.directory)}, restore_step
   finally:
     if source is not run_checkpoints:
       source.close()

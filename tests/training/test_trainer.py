@@ -18,6 +18,7 @@ import optax
 import pytest
 
 from masksearch_jax import cli
+from masksearch_jax.errors import ConfigError
 from masksearch_jax.models.transformer import Decoder, TransformerConfig
 from masksearch_jax.training import checkpoints, trainer
 
@@ -194,6 +195,51 @@ def test_curriculum_runs_its_stages_in_order(tiny_run_gin, tmp_path):
   run.close()
   stages = dict(_events(model_dir / "tensorboard")["stage"])
   assert stages[1] == stages[2] == 0 and stages[3] == stages[5] == 1
+
+
+def test_resume_position_lets_the_current_stage_change_length():
+  written = [["a", 3], ["b", 3]]
+  assert trainer.resume_position(written, [("a", 3), ("b", 3)], 4, "ckpts") == (1, 1)
+  assert trainer.resume_position(written, [("a", 3), ("b", 3)], 3, "ckpts") == (1, 0)
+  assert trainer.resume_position(written, [("a", 3), ("b", 5)], 6, "ckpts") == (1, 3)  # Last stage lengthened.
+  assert trainer.resume_position(written, [("a", 3), ("b", 2)], 5, "ckpts") == (2, 0)  # Shortened to where it is.
+  assert trainer.resume_position([["a", 6]], [("a", 9)], 6, "ckpts") == (0, 6)  # TRAIN_STEPS raised.
+  for stages, step in [([("a", 4), ("b", 3)], 4),  # A finished stage changed.
+                       ([("a", 3), ("c", 3)], 4),  # Another mixture.
+                       ([("a", 3), ("b", 3), ("c", 2)], 4),  # Another number of stages.
+                       ([("a", 3), ("b", 1)], 5)]:  # The checkpoint is past the new end of its stage.
+    with pytest.raises(ConfigError, match=r"checkpoint \d+ in ckpts was written by a run with curriculum"):
+      trainer.resume_position(written, stages, step, "ckpts")
+
+
+def test_a_finished_curriculum_run_given_more_steps_trains_on(tiny_run_gin, tmp_path, capsys):
+  """As in T5X, raising TRAIN_STEPS (here: lengthening the last stage) continues a finished run,
+  the same as if it had been given those steps from the start (constant learning rate)."""
+  def args(model_dir, last_stage, *extra):
+    return _train_args(tiny_run_gin, model_dir, 2 + last_stage, "--gin.CHECKPOINT_PERIOD=100",
+                       "--gin.LEARNING_RATE=1e-3",
+                       f"--gin_bindings=trainer.train.curriculum = [('ramp_mask1', 2), ('ramp_mask3', {last_stage})]",
+                       *extra)
+
+  extended, whole = tmp_path / "extended", tmp_path / "whole"
+  assert cli.main(args(extended, 2)) == 0
+  gin.clear_config()
+  assert cli.main(args(extended, 4)) == 0
+  assert "trained to step 6" in capsys.readouterr().out
+  gin.clear_config()
+  assert cli.main(args(whole, 4)) == 0
+  assert _leaves_close(checkpoints.load_params(whole / "checkpoints"),
+                       checkpoints.load_params(extended / "checkpoints"))
+  # A stage the run has finished cannot change: one line naming the checkpoint, and nothing trained.
+  gin.clear_config()
+  capsys.readouterr()
+  assert cli.main(_train_args(tiny_run_gin, extended, 8, "--gin.CHECKPOINT_PERIOD=100",
+                              "--gin_bindings=trainer.train.curriculum = [('ramp_mask1', 4), ('ramp_mask3', 4)]")) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and f"checkpoint 6 in {extended / 'checkpoints'} was written by" in err, err
+  run = checkpoints.TrainingCheckpoints(extended / "checkpoints")
+  assert run.steps() == [2, 4, 6]
+  run.close()
 
 
 def test_curriculum_must_sum_to_the_total(tiny_run_gin, tmp_path, capsys):
