@@ -372,3 +372,17 @@ def test_build_rate_is_reported_for_a_larger_corpus(tmp_path):
   summary = build_index(passages, tmp_path / "idx", progress=False)
   assert summary.num_passages == 5000
   assert summary.seconds <= time.perf_counter() - start
+
+
+def test_default_builds_rank_equal_scores_the_same_way(tmp_path):
+  """BM25 orders equal scores by document address; with one writer thread (the default) every build
+  of a corpus puts each passage at the same address, so seeded searches repeat exactly."""
+  corpus = [Passage(f"p{i:05d}", f"Film {i}", f"Film {i} is a film about a river and a town.") for i in range(20000)]
+  rankings = []
+  for build in range(3):
+    build_index(corpus, tmp_path / f"index-{build}", progress=False)
+    with TantivyRetriever(tmp_path / f"index-{build}", num_threads=1) as retriever:
+      hits = retriever.search("film river town", 10)
+    assert len({h.score for h in hits}) == 1  # All tie: only the addresses order them.
+    rankings.append([h.id for h in hits])
+  assert rankings[0] == rankings[1] == rankings[2]
