@@ -7,7 +7,9 @@ first ROW_LENGTH tokens of SFT trajectories (prompt and response, loss on the mo
 SFT does), and reports on held-out trajectories the teacher-forced accuracy on all model tokens and
 on name continuations: every syllable after the first of a name word the model writes. Names are
 unique runs of syllables, so once the first syllable is chosen the rest is a copy of a name in the
-context.
+context. Name continuations are also split by what a one-token induction head would find for them
+(`induction_kinds`): the previous syllable always followed by this one earlier in the row (unique),
+followed by others too (ambiguous: only a longer match copies it), or never followed by it (absent).
 
   .venv/bin/python tools/copy_probe.py --data_dir artifacts/mini_table/data --steps 600
 
@@ -35,10 +37,32 @@ def _name_continuations(pieces: list[str], weights: list[int]) -> list[int]:
           for j, (p, w) in enumerate(zip(pieces, weights))]
 
 
+# How a name continuation stands for a one-token induction head (find the earlier occurrences of the
+# previous token, copy what followed): the kinds `induction_kinds` tells apart.
+INDUCTION_KINDS = ("unique", "ambiguous", "absent")
+
+
+def induction_kinds(tokens: list[int], flags: list[int]) -> list[int]:
+  """Per token: 0 if not a name continuation, else 1 + its index in `INDUCTION_KINDS`: every earlier
+  occurrence of the previous token was followed by this token (unique), some were followed by
+  others too (ambiguous), or none was (absent: a longer match is needed, or it is no copy)."""
+  following: dict[int, set[int]] = {}
+  kinds = []
+  for j, (token, flag) in enumerate(zip(tokens, flags)):
+    if flag:
+      seen = following.get(tokens[j - 1], set())
+      kinds.append(3 if token not in seen else 1 if len(seen) == 1 else 2)
+    else:
+      kinds.append(0)
+    if j:
+      following.setdefault(tokens[j - 1], set()).add(token)
+  return kinds
+
+
 def load_rows(path: Path, vocabulary, row_length: int, limit: int) -> dict[str, np.ndarray]:
   """Token ids, loss weights and name-continuation flags of the first `limit` trajectories, cut or padded."""
   from masksearch_jax.data import trajectories
-  ids, weights, names = [], [], []
+  ids, weights, names, kinds = [], [], [], []
   for n, trajectory in enumerate(trajectories.read_trajectories(path)):
     if n >= limit:
       break
@@ -51,10 +75,11 @@ def load_rows(path: Path, vocabulary, row_length: int, limit: int) -> dict[str, 
     ids.append((tokens + [0] * pad)[:row_length])
     weights.append((w + [0] * pad)[:row_length])
     names.append((flags + [0] * pad)[:row_length])
+    kinds.append((induction_kinds(tokens, flags) + [0] * pad)[:row_length])
   if len(ids) < 2:
     raise SystemExit(f"{path}: need at least 2 trajectories, found {len(ids)}")
   return {"ids": np.asarray(ids, np.int32), "weights": np.asarray(weights, np.float32),
-          "names": np.asarray(names, np.float32)}
+          "names": np.asarray(names, np.float32), "kinds": np.asarray(kinds, np.int8)}
 
 
 def _batch(ids: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -121,13 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     if i % every == 0 or i == args.steps:
       ok = np.asarray(correct(state["params"], held_batch))
       w, names = rows["weights"][held], rows["names"][held]
+      kinds = rows["kinds"][held]
+      by_kind = {kind: {"share": float((kinds == n).sum() / max((kinds > 0).sum(), 1)),
+                        "accuracy": float(ok[kinds == n].mean()) if (kinds == n).any() else None}
+                 for n, kind in enumerate(INDUCTION_KINDS, 1)}
       result = {"step": i, "train_loss": float(metrics["loss"]),
                 "model_token_accuracy": float((ok * w).sum() / max(w.sum(), 1)),
                 "name_continuation_accuracy": float((ok * names).sum() / max(names.sum(), 1)),
+                "name_continuations_by_induction": by_kind,
                 "seconds": round(time.perf_counter() - started, 1)}
       results.append(result)
+      split = ", ".join(f"{kind} {v['share']:.0%} of them at {v['accuracy'] or 0:.1%}" for kind, v in by_kind.items())
       print(f"step {i}: loss {result['train_loss']:.3f}, model tokens {result['model_token_accuracy']:.1%}, "
-            f"name continuations {result['name_continuation_accuracy']:.1%} ({result['seconds']:.0f} s)", flush=True)
+            f"name continuations {result['name_continuation_accuracy']:.1%} ({split}) ({result['seconds']:.0f} s)",
+            flush=True)
   if args.json:
     Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1) + "\n")
   return 0
