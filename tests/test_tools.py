@@ -37,6 +37,11 @@ def test_copy_probe_flags_name_continuations_and_trains(tmp_path, tiny_world_voc
   # Only syllables after the first, in model-written text, count.
   pieces = ["▁Who", "▁Ka", "lo", "mi", "?", "▁Ka", "lo", "▁the"]
   assert copy_probe._name_continuations(pieces, [1, 1, 1, 1, 1, 0, 0, 1]) == [0, 0, 1, 1, 0, 0, 0, 0]
+  # Token ids: Ka=1 lo=2 mi=3 Ku=4 x=5. "Ka" was only ever followed by "lo": unique. "Ku" was
+  # followed by "lo", never by "mi": absent. "lo" was followed by "x", "mi" and "Ku": ambiguous.
+  tokens = [1, 2, 5, 4, 2, 3, 1, 2, 4, 3, 2, 5]
+  flags = [0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1]
+  assert copy_probe.induction_kinds(tokens, flags) == [0, 0, 0, 0, 0, 0, 0, 1, 0, 3, 0, 2]
 
   data = tmp_path / "data"
   (data / "vocabulary").mkdir(parents=True)
@@ -60,3 +65,5 @@ def test_copy_probe_flags_name_continuations_and_trains(tmp_path, tiny_world_voc
   # The template around the (unseen) names is learnt within 80 steps; the copying is what the probe measures.
   assert results[-1]["train_loss"] < 1.0 and results[-1]["model_token_accuracy"] > 0.4
   assert all(0.0 <= r["name_continuation_accuracy"] <= 1.0 for r in results)
+  shares = results[-1]["name_continuations_by_induction"]
+  assert set(shares) == set(copy_probe.INDUCTION_KINDS) and abs(sum(v["share"] for v in shares.values()) - 1) < 1e-6
