@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--evaluations", type=int, default=6)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--json", help="Write the evaluations here.")
+  parser.add_argument("--save_params", help="Write the trained parameters here (flax msgpack), for closer study.")
   args = parser.parse_args(argv)
 
   import gin
@@ -160,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
       print(f"step {i}: loss {result['train_loss']:.3f}, model tokens {result['model_token_accuracy']:.1%}, "
             f"name continuations {result['name_continuation_accuracy']:.1%} ({split}) ({result['seconds']:.0f} s)",
             flush=True)
+  if args.save_params:
+    from flax import serialization
+    Path(args.save_params).write_bytes(serialization.to_bytes(state["params"]))
   if args.json:
     Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1) + "\n")
   return 0
