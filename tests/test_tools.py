@@ -59,7 +59,11 @@ def test_copy_probe_flags_name_continuations_and_trains(tmp_path, tiny_world_voc
                     {"type": "model", "text": f"<answer> {name} </answer>"}]))
   out = tmp_path / "probe.json"
   assert copy_probe.main(["--data_dir", str(data), "--row_length", "96", "--batch_size", "8", "--steps", "80",
-                          "--held_out", "8", "--evaluations", "2", "--json", str(out)]) == 0
+                          "--held_out", "8", "--evaluations", "2", "--json", str(out),
+                          "--save_params", str(tmp_path / "params.msgpack")]) == 0
+  from flax import serialization
+  saved = serialization.msgpack_restore((tmp_path / "params.msgpack").read_bytes())
+  assert saved["embedding"].shape == (1024, 128) and set(saved) >= {"layers", "final_norm"}  # gin/models/tiny.gin
   results = json.loads(out.read_text())["results"]
   assert [r["step"] for r in results] == [40, 80]
   # The template around the (unseen) names is learnt within 80 steps; the copying is what the probe measures.
