@@ -58,7 +58,7 @@ from masksearch_jax.rl.dynamic_sampling import DynamicSampler, Group, SampledBat
 from masksearch_jax.rl.rewards import RewardFunction, RewardInput
 from masksearch_jax.training import checkpoints as checkpoints_lib
 from masksearch_jax.training.partitioning import Partitioner
-from masksearch_jax.training.trainer import NonFiniteLossError, _strip_boxes, default_optimizer
+from masksearch_jax.training.trainer import NonFiniteLossError, _strip_boxes, default_optimizer, resume_position
 
 logger = logging.getLogger(__name__)
 
@@ -337,9 +337,8 @@ def train_dapo(*,
     resumed_from = run_checkpoints.latest_step()
     if resumed_from is not None:
       state, meta = run_checkpoints.restore(resumed_from, abstract_state)
-      if meta.get("stages") != [list(s) for s in stages]:
-        raise ConfigError(f"the checkpoint in {run_checkpoints.directory} was written with curriculum "
-                          f"{meta.get('stages')}, not {[list(s) for s in stages]}")
+      # As the SFT trainer: a finished run given more steps goes on; a finished stage cannot change.
+      resume_position(meta.get("stages") or [], stages, resumed_from, str(run_checkpoints.directory))
     else:
       state = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=state_shardings)(
           jax.random.PRNGKey(random_seed))

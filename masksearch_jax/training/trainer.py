@@ -220,7 +220,7 @@ def resume_position(written: Sequence[Sequence[Any]], stages: Sequence[tuple[str
   names = [str(name) for name, _ in written]
   mismatch = ConfigError(f"checkpoint {step} in {source} was written by a run with curriculum "
                          f"{[list(s) for s in written]}, which {list(stages)} cannot continue")
-  if names != [name for name, _ in stages]:
+  if names != [str(name) for name, _ in stages]:
     raise mismatch
   start = 0
   for i, ((_, steps_before), (_, steps_now)) in enumerate(zip(written, stages)):

@@ -202,6 +202,9 @@ def test_an_interrupted_run_resumes_exactly(vocab, toy_sft_checkpoint, tmp_path,
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   assert set(whole.seconds_by_part) == {"generation", "retrieval", "reward", "update"}
   assert all(v > 0 for v in whole.seconds_by_part.values())
+  # Given one more step, the finished run trains on from its last checkpoint (as the SFT trainer does).
+  extended = toy_run(vocab, toy_sft_checkpoint, index, tmp_path / "cut", total_steps=5)
+  assert extended.resumed_from == 4 and extended.final_step == 5 and len(extended.reward_history) == 1
 
 
 _SHARDED_CHILD = r"""
