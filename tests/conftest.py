@@ -177,7 +177,7 @@ def passages() -> list[Passage]:
 def index_dir(tmp_path_factory, passages) -> str:
   from masksearch_jax.retrieval.tantivy_index import build_index
   path = tmp_path_factory.mktemp("retrieval") / "index"
-  build_index(passages, path, num_threads=1, progress=False)
+  build_index(passages, path, progress=False)
   return str(path)
 
 

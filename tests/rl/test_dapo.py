@@ -136,9 +136,7 @@ def toy_sft_checkpoint(vocab, tmp_path_factory):
 
 def test_dapo_raises_the_reward_on_the_toy_environment(vocab, toy_sft_checkpoint, tmp_path):
   index = tmp_path / "index"
-  # One writer thread: Tantivy ranks equal scores by where its writer threads put each passage, which
-  # with two threads differs from build to build, and so did this seeded run's rewards.
-  build_index(TOY_PASSAGES, index, progress=False, num_threads=1)
+  build_index(TOY_PASSAGES, index, progress=False)
   rollout = RolloutConfig(batch_size=16, max_turns=3, max_turn_tokens=32, max_observation_tokens=64, max_length=448,
                           top_k=1, temperature=1.0, prefill_buckets=(32, 128))
   # Room for the odd step where nearly every group's rewards are equal (46 of 48 have been seen):
@@ -176,7 +174,7 @@ def test_an_interrupted_run_resumes_exactly(vocab, toy_sft_checkpoint, tmp_path,
   from masksearch_jax.models.span_scorer import load_checkpoint
   from masksearch_jax.rl import dapo
   index = tmp_path / "index"
-  build_index(TOY_PASSAGES, index, progress=False, num_threads=1)
+  build_index(TOY_PASSAGES, index, progress=False)
   whole = toy_run(vocab, toy_sft_checkpoint, index, tmp_path / "whole")
 
   real = dapo.rl_features
@@ -235,7 +233,7 @@ def test_dapo_runs_sharded_on_the_sft_partitioner(vocab, toy_sft_checkpoint, tmp
   import subprocess
   import sys
   index = tmp_path / "index"
-  build_index(TOY_PASSAGES, index, progress=False, num_threads=1)
+  build_index(TOY_PASSAGES, index, progress=False)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   here = os.path.dirname(__file__)
   proc = subprocess.run([sys.executable, "-c", _SHARDED_CHILD, here, vocab.sentencepiece_model_file,
