@@ -108,6 +108,11 @@ def _add_train_vocab(sub: argparse._SubParsersAction) -> None:
   source.add_argument("--world_seed", type=int, help="Train on the embedded world of this seed (cached).")
   p.add_argument("--format", default="auto", help="Corpus format (with --corpus).")
   p.add_argument("--world_size", type=int, default=None, help="People in the world (with --world_seed; default 4000).")
+  p.add_argument("--trajectories", nargs="+", default=(), metavar="FILE",
+                 help="Trajectory jsonl files whose model-written text is also trained on (the words the "
+                      "policy writes become whole pieces).")
+  p.add_argument("--trajectories_per_file", type=int, default=2000,
+                 help="Trajectories read from the start of each --trajectories file (0: all).")
   p.add_argument("--vocab_size", type=int, default=4000, help="Most pieces; a small corpus supports fewer.")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no_name_syllables", action="store_true",
@@ -139,6 +144,10 @@ def _run_train_vocab(args: argparse.Namespace) -> int:
     world = world_io.load_world(world_io.cached_world_dir(config))
     texts = vocabularies.world_training_texts(world)
     source = f"world seed={config.seed} size={config.size}"
+  if args.trajectories:
+    texts = itertools.chain(texts, vocabularies.model_written_texts(args.trajectories,
+                                                                    per_file=args.trajectories_per_file))
+    source += f" and what the model writes in {len(args.trajectories)} trajectory file(s)"
   start = time.perf_counter()
   path = vocabularies.train_sentencepiece(
       texts, args.out, vocab_size=args.vocab_size, seed=args.seed, name_syllables=not args.no_name_syllables,

@@ -4,10 +4,11 @@ MaskSearch end to end, one stage after another, every artifact under `workdir`:
 
   world         the fictional encyclopedia (`world/`)
   index         its Tantivy index (`index/`)
-  vocabulary    a SentencePiece model trained on it (`vocabulary/spm.model`)
   ramp_data     RAMP examples with 1 to 4 masks as MaskSearch's jsonl records (`ramp/`)
   trajectories  the offline teacher's judged trajectories for those RAMP examples and for the
                 training questions (`trajectories/`), or an LLM teacher's (`teacher='llm'`)
+  vocabulary    a SentencePiece model trained on the corpus, the questions and what the teacher
+                wrote (`vocabulary/spm.model`); trajectories are text, so they come first
   sft           SFT of the policy on the RAMP trajectories, curriculum 1 -> 4 masks (`sft/`)
   dapo          a short DAPO stage on RAMP from the SFT checkpoint (`dapo/`)
   qa_sft        downstream SFT on the question trajectories (`qa_sft/`)
@@ -42,14 +43,14 @@ from masksearch_jax.data.atomic_files import atomic_text
 from masksearch_jax.data.world import WorldConfig
 from masksearch_jax.errors import ConfigError
 
-STAGES = ("world", "index", "vocabulary", "ramp_data", "trajectories", "sft", "dapo", "qa_sft", "eval", "report")
+STAGES = ("world", "index", "ramp_data", "trajectories", "vocabulary", "sft", "dapo", "qa_sft", "eval", "report")
 MASK_COUNTS = (1, 2, 3, 4)
 EVAL_METHODS = ("masksearch", "rag")
 
 
 def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConfig(seed=0, size=4000),
         model: Any = None, data_dir: str | None = None, corpus: str | None = None, corpus_format: str = "auto",
-        vocabulary: str | None = None, rebuild: bool = False, skip: Sequence[str] = (),
+        vocabulary: str | None = None, teacher_words: int = 2000, rebuild: bool = False, skip: Sequence[str] = (),
         teacher: str = "offline", ramp_examples: int = 600, qa_questions: int = 0,
         feature_lengths: Mapping[str, int] | None = None, batch_size: int = 8, pack: bool = True,
         length_buckets: Sequence[tuple[int, int]] = (), sft_steps: int = 400,
@@ -73,6 +74,10 @@ def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConf
       make RAMP data from, instead of the world's passages. Questions still come from the world.
     corpus_format: The format of `corpus` ('auto' detects it).
     vocabulary: A SentencePiece model to use instead of training one on the corpus.
+    teacher_words: Trajectories per teacher file (each RAMP mask count, the questions of
+      `qa_train_types`) whose model-written text joins the vocabulary's training text, so the
+      words the policy writes are whole pieces rather than characters and name syllables;
+      0 trains on the corpus and questions only.
     rebuild: Redo every stage even if it finished before.
     skip: Stages to leave out (names in `STAGES`).
     teacher: 'offline' (the embedded world's teacher, no endpoint needed) or 'llm' (MaskSearch's
@@ -160,21 +165,6 @@ def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConf
     return {"dir": str(directory), "corpus": source, "passages": built.num_passages}
   made["index"] = job.stage("index", {"corpus": corpus}, index_stage, shared=True)
 
-  def vocabulary_stage(directory: Path) -> dict:
-    from masksearch_jax.data import corpus_readers, vocabularies
-    if vocabulary is not None:
-      return {"path": str(Path(vocabulary).absolute())}
-    if corpus is not None:
-      texts = itertools.chain(vocabularies.prompt_texts(),
-                              vocabularies.passage_training_texts(corpus_readers.read_corpus(corpus, corpus_format)))
-    else:
-      texts = vocabularies.world_training_texts(world_io.load_world(job.need(made, "world", "vocabulary")["dir"]))
-    path = vocabularies.train_sentencepiece(texts, directory / "spm.model", seed=data_seed, overwrite=True)
-    return {"path": str(path)}
-  made["vocabulary"] = job.stage("vocabulary", {"vocabulary": vocabulary, "seed": data_seed}, vocabulary_stage,
-                                 shared=True)
-  vocab_path = _bind_vocabulary(made.get("vocabulary"), vocabulary, model)
-
   def ramp_stage(directory: Path) -> dict:
     from masksearch_jax.data import masking
     from masksearch_jax.data.ramp_source import RampDataSource
@@ -196,6 +186,26 @@ def run(*, workdir: str = "artifacts/quickstart", world: WorldConfig = WorldConf
   made["trajectories"] = job.stage(
       "trajectories", {"teacher": teacher, "ramp_examples": ramp_examples, "qa_questions": qa_questions,
                        "seed": data_seed}, trajectory_stage, shared=True)
+
+  def vocabulary_stage(directory: Path) -> dict:
+    from masksearch_jax.data import corpus_readers, vocabularies
+    if vocabulary is not None:
+      return {"path": str(Path(vocabulary).absolute())}
+    if corpus is not None:
+      texts = itertools.chain(vocabularies.prompt_texts(),
+                              vocabularies.passage_training_texts(corpus_readers.read_corpus(corpus, corpus_format)))
+    else:
+      texts = vocabularies.world_training_texts(world_io.load_world(job.need(made, "world", "vocabulary")["dir"]))
+    if teacher_words and made.get("trajectories"):
+      files = made["trajectories"]["ramp"] + [made["trajectories"]["qa"]]
+      texts = itertools.chain(texts, vocabularies.model_written_texts(files, per_file=teacher_words,
+                                                                      question_types=qa_train_types))
+    path = vocabularies.train_sentencepiece(texts, directory / "spm.model", seed=data_seed, overwrite=True)
+    return {"path": str(path)}
+  made["vocabulary"] = job.stage(
+      "vocabulary", {"vocabulary": vocabulary, "seed": data_seed, "teacher_words": teacher_words,
+                     "types": list(qa_train_types)}, vocabulary_stage, shared=True)
+  vocab_path = _bind_vocabulary(made.get("vocabulary"), vocabulary, model)
 
   checkpoint = str(Path(initial_checkpoint).absolute()) if initial_checkpoint else None
   buckets = [tuple(b) for b in length_buckets]

@@ -8,6 +8,7 @@ import gin
 import pytest
 
 from masksearch_jax import cli
+from masksearch_jax.data import vocabularies
 
 # The whole method at a test's budget: a small world, a few steps, a few held-out questions.
 _SMALL = ["--gin.WORLD_SIZE=300", "--gin.SFT_STEPS=4", "--gin.QA_STEPS=2", "--gin.EVAL_QUESTIONS=4",
@@ -57,7 +58,9 @@ def test_every_stage_runs_and_the_summary_names_every_artifact(finished_job):
   stages = summary["stages"]
   assert stages["dapo"] is None  # Skipped.
   assert stages["world"]["passages"] > 400 and stages["index"]["passages"] == stages["world"]["passages"]
-  assert (finished_job / "vocabulary" / "spm.model").is_file()
+  # The vocabulary comes after the teacher and knows the words it writes ('▁ ne e d s' without them).
+  vocab = vocabularies.sentencepiece_vocabulary(finished_job / "vocabulary" / "spm.model")
+  assert vocab.tokenizer.encode(" needs facts", out_type=str) == ["▁needs", "▁facts"]
   for k in (1, 2, 3, 4):
     records = (finished_job / "ramp" / f"mask{k}.jsonl").read_text().splitlines()
     assert len(records) == 24 and all(json.loads(r)["ext"]["mask_num"] == k for r in records)
@@ -90,7 +93,7 @@ def test_second_run_reuses_every_stage(finished_job, capsys):
 def test_changed_setting_redoes_that_stage_and_later_ones_only(finished_job, capsys):
   assert _quickstart(finished_job, "--gin.SKIP=['dapo']", "--gin.QA_STEPS=3") == 0
   lines = _stage_lines(capsys.readouterr().out)
-  assert [lines[s] for s in ("world", "index", "vocabulary", "ramp_data", "trajectories", "sft")] == ["reusing"] * 6
+  assert [lines[s] for s in ("world", "index", "ramp_data", "trajectories", "vocabulary", "sft")] == ["reusing"] * 6
   assert [lines[s] for s in ("qa_sft", "eval", "report")] == ["running"] * 3
   assert json.loads((finished_job / "summary.json").read_text())["stages"]["qa_sft"]["steps"] == 3
 

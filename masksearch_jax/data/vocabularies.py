@@ -148,6 +148,39 @@ def world_training_texts(world: World) -> Iterator[str]:
     yield protocol.ramp_prompt(passage.text)
 
 
+def model_written_texts(paths: Iterable[str | os.PathLike], *, per_file: int = 2000,
+                        question_types: Sequence[str] = ()) -> Iterator[str]:
+  """What a policy writes: the model segments of teacher trajectories.
+
+  A vocabulary trained only on what the model reads leaves the words it writes in its
+  thoughts ("starts", "needs", "says") in characters and name syllables; adding this text
+  gives them whole pieces, so fewer tokens are written and ordinary words stop sharing
+  pieces with names.
+
+  Args:
+    paths: Trajectory jsonl files (`trajectories.read_trajectories`).
+    per_file: Trajectories read from the start of each file (0: all).
+    question_types: Keep only question trajectories of these types (`meta.question_type`);
+      empty keeps all. Trajectories without a question type (RAMP) are always kept.
+
+  Yields:
+    The text of every model segment, one at a time.
+  """
+  from masksearch_jax.data.trajectories import read_trajectories
+  for path in paths:
+    used = 0
+    for trajectory in read_trajectories(path):
+      if per_file and used == per_file:
+        break
+      kind = trajectory.meta.get("question_type")
+      if question_types and kind is not None and kind not in question_types:
+        continue
+      used += 1
+      for segment in trajectory.segments:
+        if segment.type == "model":
+          yield segment.text
+
+
 # -- training ------------------------------------------------------------------------
 
 

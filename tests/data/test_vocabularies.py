@@ -191,6 +191,50 @@ def test_world_passages_round_trip_exactly(vocab, tiny_world):
   assert [s.decode() for s in decoded.numpy()] == texts[:64] + texts[-6:]
 
 
+def test_model_written_texts_take_the_models_segments_per_file_and_type(tmp_path):
+  from masksearch_jax.data.trajectories import Trajectory, TrajectoryWriter
+
+  def write(path, kinds):
+    with TrajectoryWriter(path) as writer:
+      for i, kind in enumerate(kinds):
+        meta = {"question_type": kind} if kind else {}
+        writer.write(Trajectory(id=f"{path.stem}-{i}", kind="qa" if kind else "ramp", prompt="P",
+                                segments=[{"type": "model", "text": f"think {path.stem} {i}"},
+                                          {"type": "observation", "text": "seen"},
+                                          {"type": "model", "text": f"answer {path.stem} {i}"}],
+                                stop_reason="answer", answer="a", meta=meta))
+    return path
+
+  ramp = write(tmp_path / "ramp.jsonl", [None] * 3)
+  qa = write(tmp_path / "qa.jsonl", ["comparison", "inference", "comparison", "comparison"])
+  texts = list(vocabularies.model_written_texts([ramp, qa], per_file=2, question_types=["comparison"]))
+  # The first two of each file that qualify; observations never; RAMP has no type and is kept.
+  assert texts == ["think ramp 0", "answer ramp 0", "think ramp 1", "answer ramp 1",
+                   "think qa 0", "answer qa 0", "think qa 2", "answer qa 2"]
+  assert len(list(vocabularies.model_written_texts([qa], per_file=0))) == 8
+  with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+    list(vocabularies.model_written_texts([tmp_path / "missing.jsonl"]))
+
+
+def test_the_teachers_words_become_whole_pieces(world_texts, vocab, tiny_world_dir, tiny_index, tmp_path):
+  from masksearch_jax.agent import offline_teacher
+  qa = tmp_path / "qa.jsonl"
+  offline_teacher.synthesize_to_file("qa", qa, world=tiny_world_dir, index=str(tiny_index), limit=200,
+                                     progress=False)
+  written = list(vocabularies.model_written_texts([qa]))
+  path = vocabularies.train_sentencepiece(world_texts + written, tmp_path / "teacher.model", vocab_size=VOCAB_SIZE)
+  with_teacher = vocabularies.sentencepiece_vocabulary(path)
+  words = [" starts", " needs", " facts", " chain", " says"]
+  # Without the teacher's text these words split into characters and name syllables (measured: 4 to 6
+  # pieces each); with it each is one piece, and what the model writes takes fewer tokens (measured: 19%).
+  assert all(len(_pieces(vocab, w)) > 2 for w in words), [_pieces(vocab, w) for w in words]
+  assert all(len(_pieces(with_teacher, w)) == 1 for w in words), [_pieces(with_teacher, w) for w in words]
+  before = sum(len(vocab.encode(t)) for t in written)
+  after = sum(len(with_teacher.encode(t)) for t in written)
+  assert after < 0.9 * before, (before, after)
+  assert with_teacher.tokenizer.encode("Mizigi Peto", out_type=str) == ["▁Mi", "zi", "gi", "▁Pe", "to"]
+
+
 # -- world vocabulary ------------------------------------------------------------------------------
 
 
@@ -343,3 +387,21 @@ def test_cli_train_vocab_on_a_world_and_a_corpus(tmp_path, capsys):
   text = world.passages[0].text
   vocab2 = vocabularies.sentencepiece_vocabulary(out2)
   assert vocab2.decode(vocab2.encode(text)) == text
+  capsys.readouterr()
+
+  # What the model writes in a trajectory file joins the training text.
+  from masksearch_jax.data.trajectories import Trajectory, TrajectoryWriter
+  trajectories = tmp_path / "teacher.jsonl"
+  with TrajectoryWriter(trajectories) as writer:
+    for i in range(50):
+      writer.write(Trajectory(id=f"t{i}", kind="ramp", prompt="P", stop_reason="answer", answer="a",
+                              segments=[{"type": "model", "text": "Wherefore sayeth the scribe thusly."}]))
+  out3 = tmp_path / "teacher.model"
+  assert cli.main(["train-vocab", "--out", str(out3), "--corpus", str(corpus), "--vocab_size", "700",
+                   "--trajectories", str(trajectories)]) == 0
+  assert "1 trajectory file(s)" in capsys.readouterr().out
+  assert cli.main(["train-vocab", "--out", str(tmp_path / "plain.model"), "--corpus", str(corpus),
+                   "--vocab_size", "700"]) == 0
+  assert vocabularies.sentencepiece_vocabulary(out3).tokenizer.encode(" Wherefore", out_type=str) == ["▁Wherefore"]
+  plain = vocabularies.sentencepiece_vocabulary(tmp_path / "plain.model")
+  assert len(plain.tokenizer.encode(" Wherefore", out_type=str)) > 1
