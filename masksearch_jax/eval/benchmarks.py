@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from masksearch_jax.data import qa_formats
 from masksearch_jax.data.qa_formats import QAExample
@@ -33,7 +33,7 @@ def check_benchmark(name: str) -> str:
 def load_benchmark(name: str, path: str | os.PathLike | None = None, *, split: str = "test",
                    world_config=None, limit: int = 0, types: Sequence[str] = (), skip_bad: bool = False
                    ) -> list[QAExample]:
-  """The questions of a benchmark, in file order.
+  """The questions of a benchmark, in file order (the world's: interleaved by type).
 
   Args:
     name: One of `BENCHMARKS`.
@@ -42,7 +42,10 @@ def load_benchmark(name: str, path: str | os.PathLike | None = None, *, split: s
     split: For `world` only: which questions ('train', 'dev' or 'test'; the world's splits
       are by topic entity, so 'test' questions are about entities never trained on).
     world_config: For `world` without a path: the `WorldConfig` whose cached world to use.
-    limit: Keep the first `limit` questions (0: all).
+    limit: Keep the first `limit` questions (0: all). The world lists its questions one type
+      after another, so its questions are interleaved by type (one of each type in turn, each
+      type in its own order): the first `limit` then cover every type asked for, as a benchmark
+      file's first questions do, instead of only the first type.
     types: Keep only questions whose metadata `type` is one of these (empty: all); for
       example the world's question types, or HotpotQA's bridge/comparison.
     skip_bad: Skip malformed records instead of failing.
@@ -77,7 +80,16 @@ def _world_examples(path: str | os.PathLike | None, split: str, world_config) ->
   elif not Path(path).is_dir():
     raise FileNotFoundError(f"world directory not found: {path}")
   world = world_io.load_world(path)
-  return [qa_formats.question_to_example(q) for q in world.questions if q.split == split]
+  return _interleaved_by_type([qa_formats.question_to_example(q) for q in world.questions if q.split == split])
+
+
+def _interleaved_by_type(examples: list[QAExample]) -> list[QAExample]:
+  """One example of each type in turn (types in order of first appearance), each type in its own order."""
+  by_type: dict[Any, list[QAExample]] = {}
+  for example in examples:
+    by_type.setdefault(example.metadata.get("type"), []).append(example)
+  rounds = itertools.zip_longest(*by_type.values())
+  return [example for round_ in rounds for example in round_ if example is not None]
 
 
 def world_passages(path: str | os.PathLike | None, world_config=None) -> Path:
