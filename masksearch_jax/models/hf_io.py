@@ -207,6 +207,9 @@ def config_to_hf(config: TransformerConfig, model_type: str, *, dtype: str = "fl
   if config.attention_logits_soft_cap:
     raise UnsupportedHFConfigError(f"attention_logits_soft_cap {config.attention_logits_soft_cap} has no "
                                    f"{model_type} equivalent")
+  if config.key_shift:
+    raise UnsupportedHFConfigError(f"key_shift has no {model_type} equivalent (its keys would lose the previous "
+                                   "token)")
   scaling = dict(config.rope_scaling) if config.rope_scaling else None
   if max_position_embeddings is None:
     max_position_embeddings = (int(scaling["original_max_position_embeddings"] * scaling["factor"]) if scaling

@@ -194,7 +194,9 @@ class Sampler:
       self._state_shardings = DecodeState(
           cache=KVCache(key=(partitioner.sharding(KVCache.AXES),) * config.num_layers,
                         value=(partitioner.sharding(KVCache.AXES),) * config.num_layers,
-                        lengths=partitioner.sharding(("batch",))),
+                        lengths=partitioner.sharding(("batch",)),
+                        previous=(partitioner.sharding(KVCache.PREVIOUS_AXES),) * config.num_layers
+                        if config.key_shift else ()),
           next_logits=partitioner.sharding(("batch", "vocab")))
       params = jax.device_put(params, param_shardings(config, partitioner))
     else:
@@ -311,7 +313,8 @@ class Sampler:
       cut = lambda x: x[:, :, :window]
     else:
       cut = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, window - self._allocated), (0, 0)])
-    return KVCache(key=tuple(map(cut, cache.key)), value=tuple(map(cut, cache.value)), lengths=cache.lengths)
+    return KVCache(key=tuple(map(cut, cache.key)), value=tuple(map(cut, cache.value)), lengths=cache.lengths,
+                   previous=cache.previous)
 
   def _unwindow(self, cache: KVCache, view: KVCache, rows: jax.Array) -> KVCache:
     """`cache` with the given rows' slots (and lengths) taken from the window `view` of it."""
@@ -324,7 +327,9 @@ class Sampler:
       part = jnp.where(keep, part[:, :, :size], full[:, :, :size])
       return part if size == self._allocated else jax.lax.dynamic_update_slice_in_dim(full, part, 0, axis=2)
     return KVCache(key=tuple(map(merge, cache.key, view.key)), value=tuple(map(merge, cache.value, view.value)),
-                   lengths=jnp.where(rows, view.lengths, cache.lengths))
+                   lengths=jnp.where(rows, view.lengths, cache.lengths),
+                   previous=tuple(jnp.where(rows[:, None], part, full) for full, part in zip(cache.previous,
+                                                                                             view.previous)))
 
   # -- decode ---------------------------------------------------------------------------------------
 

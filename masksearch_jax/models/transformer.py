@@ -47,6 +47,13 @@ class TransformerConfig:
       factor, low_freq_factor, high_freq_factor, original_max_position_embeddings.
     rms_norm_eps: Epsilon of RMSNorm.
     qkv_bias: Biases on the query, key and value projections (Qwen2).
+    key_shift: Keys also see the previous token: a layer's keys are projected from
+      x_t + s * x_{t-1} (its input at this and the previous position of the example, s a
+      learned per-channel vector, zero at initialisation), like the smeared keys of
+      Olsson et al. (2022) and RWKV's token shift. It lets an attention head match "the
+      token after an earlier copy of my previous token" in one layer, so copying names from
+      the context (induction) is learned in a few hundred steps instead of thousands; off
+      for the shapes of published checkpoints, which have no such weights.
     tie_embeddings: Use the embedding table as the output projection.
     dtype: Compute dtype, 'float32' or 'bfloat16' (parameters stay float32).
     remat: Recompute each block's activations in the backward pass ('none',
@@ -70,6 +77,7 @@ class TransformerConfig:
   rope_scaling: Any = None
   rms_norm_eps: float = 1e-6
   qkv_bias: bool = False
+  key_shift: bool = False
   tie_embeddings: bool = False
   dtype: str = "float32"
   remat: str = "none"
@@ -100,7 +108,7 @@ class TransformerConfig:
     """Parameters in the model (the embedding counted once when tied)."""
     d, h, k, f = self.d_model, self.num_heads, self.num_kv_heads, self.kv_dim
     attention = d * f * (h + 2 * k) + h * f * d + (f * (h + 2 * k) if self.qkv_bias else 0)
-    block = attention + 3 * d * self.mlp_dim + 2 * d
+    block = attention + 3 * d * self.mlp_dim + 2 * d + (d if self.key_shift else 0)
     embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
     return self.num_layers * block + embeddings + d
 
@@ -186,21 +194,27 @@ class KVCache:
       reads each directly, where slicing a layer out of a stacked carry copies it every step.
     value: Same shapes as `key`.
     lengths: [batch] int32, tokens written so far in each row; a row's next chunk goes there.
+    previous: With `key_shift`, one array per layer, [batch, embed]: the layer's input at each
+      row's last written token, which the keys of the row's next chunk shift in; else empty.
   """
 
   key: tuple[jax.Array, ...]
   value: tuple[jax.Array, ...]
   lengths: jax.Array
+  previous: tuple[jax.Array, ...] = ()
 
   # Logical axes of each layer's keys and values, for placing them on the mesh as training
   # places activations.
   AXES = ("batch", "kv_heads", "length", "kv")
+  PREVIOUS_AXES = ("batch", "embed")
 
   @classmethod
   def zeros(cls, config: TransformerConfig, batch_size: int, max_length: int) -> KVCache:
     shape = (batch_size, config.num_kv_heads, max_length, config.kv_dim)
     zeros = lambda: tuple(jnp.zeros(shape, cache_dtype(config)) for _ in range(config.num_layers))
-    return cls(key=zeros(), value=zeros(), lengths=jnp.zeros((batch_size,), jnp.int32))
+    previous = tuple(jnp.zeros((batch_size, config.d_model), config.compute_dtype)
+                     for _ in range(config.num_layers)) if config.key_shift else ()
+    return cls(key=zeros(), value=zeros(), lengths=jnp.zeros((batch_size,), jnp.int32), previous=previous)
 
   @property
   def max_length(self) -> int:
@@ -344,6 +358,23 @@ def _attend(q, key, value, mask, soft_cap, dt, row_major=False):
   return out.reshape(b, k, g, length, f)
 
 
+def previous_inputs(x: jax.Array, positions: jax.Array, carried: jax.Array | None = None) -> jax.Array:
+  """x [batch, length, embed] one position later: each token gets its example's previous token's x.
+
+  An example's first token (position 0, also inside packed rows) gets zeros; the first token of a
+  decoding chunk gets `carried` [batch, embed], the row's last token before the chunk.
+  """
+  first = jnp.zeros_like(x[:, :1]) if carried is None else carried[:, None].astype(x.dtype)
+  shifted = jnp.concatenate([first, x[:, :-1]], axis=1)
+  return jnp.where((positions > 0)[..., None], shifted, jnp.zeros_like(shifted))
+
+
+def _last_written(x: jax.Array, counts: jax.Array, carried: jax.Array) -> jax.Array:
+  """Each row's x at its chunk's last real token ([batch, embed]); `carried` for rows that wrote none."""
+  last = jnp.take_along_axis(x, jnp.maximum(counts - 1, 0)[:, None, None], axis=1)[:, 0]
+  return jnp.where((counts > 0)[:, None], last, carried.astype(last.dtype))
+
+
 class Attention(nn.Module):
   """Grouped-query self-attention with rotary embeddings."""
 
@@ -351,30 +382,39 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, mask, cache=None):
-    """Attention output for x [batch, length, embed]; with `cache` = (keys, values, starts), this
-    layer's cache ([batch, kv_heads, max_length, head_dim] each), x's keys and values are first
-    written into its slots at each row's start, attention runs over the whole cache, and the
-    result is (output, (keys, values))."""
+    """Attention output for x [batch, length, embed]; with `cache` = (keys, values, starts, previous,
+    counts), this layer's cache ([batch, kv_heads, max_length, head_dim] each), x's keys and values
+    are first written into its slots at each row's start, attention runs over the whole cache, and
+    the result is (output, (keys, values, previous)): with `key_shift`, `previous` [batch, embed] is
+    x at the row's last token before the chunk on the way in and at the chunk's last real token
+    (of `counts`) on the way out; None otherwise."""
     c = self.config
     dt = c.compute_dtype
     d, h, k, f = c.d_model, c.num_heads, c.num_kv_heads, c.kv_dim
     init = nn.initializers.normal(stddev=d ** -0.5)
 
-    def project(name, heads, axes):
+    def project(name, heads, axes, inputs=x):
       kernel = _param(self, f"{name}_kernel", init, (d, heads, f), ("embed",) + axes)
-      y = _matmul(x, kernel.astype(dt))
+      y = _matmul(inputs, kernel.astype(dt))
       if c.qkv_bias:
         y = y + _param(self, f"{name}_bias", nn.initializers.zeros, (heads, f), axes).astype(dt)
       return y
 
+    key_inputs, previous = x, None
+    if c.key_shift:
+      shift = _param(self, "key_shift", nn.initializers.zeros, (d,), ("embed",))
+      carried = None if cache is None else cache[3]
+      key_inputs = x + shift.astype(dt) * previous_inputs(x, positions, carried)
+      if cache is not None:
+        previous = _last_written(x, cache[4], carried)
     q = project("query", h, ("heads", "kv"))
-    key = project("key", k, ("kv_heads", "kv"))
+    key = project("key", k, ("kv_heads", "kv"), key_inputs)
     value = project("value", k, ("kv_heads", "kv"))
     inv_freq = rope_frequencies(c)
     q = nn.with_logical_constraint(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "kv"))
     key = apply_rope(key, positions, inv_freq)
     if cache is not None:
-      key_cache, value_cache, starts = cache
+      key_cache, value_cache, starts = cache[:3]
       key = key_cache = _write_rows(key_cache, key.astype(key_cache.dtype), starts)
       value = value_cache = _write_rows(value_cache, value.astype(value_cache.dtype), starts)
     # Each group of h // k query heads shares one key/value head.
@@ -401,7 +441,7 @@ class Attention(nn.Module):
     kernel = _param(self, "out_kernel", nn.initializers.normal(stddev=(h * f) ** -0.5), (h, f, d),
                     ("heads", "kv", "embed"))
     out = _matmul(out, kernel.astype(dt), contract=2)
-    return out if cache is None else (out, (key_cache, value_cache))
+    return out if cache is None else (out, (key_cache, value_cache, previous))
 
 
 class MLP(nn.Module):
@@ -429,23 +469,23 @@ class Block(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, carry, positions, mask, starts=None):
-    """carry is x [batch, length, embed], or when decoding (x, keys, values) with this layer's cache
-    (see `Attention`) and `starts` each row's first slot."""
+  def __call__(self, carry, positions, mask, starts=None, counts=None):
+    """carry is x [batch, length, embed], or when decoding (x, keys, values, previous) with this
+    layer's cache (see `Attention`), `starts` each row's first slot and `counts` its real tokens."""
     c = self.config
     cache = None
     x = carry
     if starts is not None:
-      x, key_cache, value_cache = carry
-      cache = (key_cache, value_cache, starts)
+      x, key_cache, value_cache, previous = carry
+      cache = (key_cache, value_cache, starts, previous, counts)
     normed = RMSNorm(c.rms_norm_eps, c.compute_dtype, name="attention_norm")(x)
     h = Attention(c, name="attention")(normed, positions, mask, cache)
     if cache is not None:
-      h, (key_cache, value_cache) = h
+      h, (key_cache, value_cache, previous) = h
     x = nn.with_logical_constraint(x + h, ("batch", "length", "embed"))
     h = MLP(c, name="mlp")(RMSNorm(c.rms_norm_eps, c.compute_dtype, name="mlp_norm")(x))
     x = nn.with_logical_constraint(x + h, ("batch", "length", "embed"))
-    return (x if cache is None else (x, key_cache, value_cache)), None
+    return (x if cache is None else (x, key_cache, value_cache, previous)), None
 
 
 class Decoder(nn.Module):
@@ -529,13 +569,17 @@ class Decoder(nn.Module):
     layers = self.variables["params"]["layers"]
     if not isinstance(layers, tuple):
       layers = unstack_layers(self.variables["params"], c.num_layers)["layers"]
-    keys, values = [], []
-    for i in range(c.num_layers):
-      (x, key, value), _ = Block(c, parent=None).apply({"params": layers[i]}, (x, cache.key[i], cache.value[i]),
-                                                       positions, mask, starts)
-      keys.append(key)
-      values.append(value)
     if chunk_lengths is None:
       chunk_lengths = jnp.full_like(starts, tokens.shape[1])
-    new_cache = KVCache(key=tuple(keys), value=tuple(values), lengths=starts + chunk_lengths.astype(starts.dtype))
+    chunk_lengths = chunk_lengths.astype(starts.dtype)
+    keys, values, previous = [], [], []
+    for i in range(c.num_layers):
+      carry = (x, cache.key[i], cache.value[i], cache.previous[i] if c.key_shift else None)
+      (x, key, value, last), _ = Block(c, parent=None).apply({"params": layers[i]}, carry, positions, mask, starts,
+                                                             chunk_lengths)
+      keys.append(key)
+      values.append(value)
+      if c.key_shift:
+        previous.append(last)
+    new_cache = KVCache(key=tuple(keys), value=tuple(values), lengths=starts + chunk_lengths, previous=tuple(previous))
     return self._logits(x, embedding, logits_at), new_cache

@@ -268,6 +268,8 @@ def test_export_refuses_configs_the_model_type_cannot_express():
     hf_io.config_to_hf(dataclasses.replace(config, qkv_bias=True), "llama")
   with pytest.raises(hf_io.UnsupportedHFConfigError, match="soft_cap"):
     hf_io.config_to_hf(dataclasses.replace(config, attention_logits_soft_cap=30.0), "llama")
+  with pytest.raises(hf_io.UnsupportedHFConfigError, match="key_shift"):
+    hf_io.config_to_hf(dataclasses.replace(config, key_shift=True), "llama")
   with pytest.raises(hf_io.UnsupportedHFConfigError, match="gpt2"):
     hf_io.config_to_hf(config, "gpt2")
 

@@ -247,6 +247,45 @@ def test_long_caches_decode_on_windows_and_still_equal_the_forward_pass():
   assert max(len(c) for c in contexts) > 512
 
 
+def test_key_shift_decoding_carries_the_previous_token_across_chunks_turns_and_windows():
+  """With `key_shift` a chunk's first key needs the row's token before it: prompts in several chunks,
+  turns after observations (one row sitting a turn out) and windowed caches still equal the forward
+  pass."""
+  config = dataclasses.replace(CONFIG, key_shift=True)
+  params = nn.unbox(Decoder(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  attention = dict(params["layers"]["attention"])
+  attention["key_shift"] = jax.random.normal(jax.random.PRNGKey(1), attention["key_shift"].shape)
+  params = {**params, "layers": {**params["layers"], "attention": attention},
+            "lm_head": params["lm_head"] * 3.0}
+
+  def check(context, tokens, logprobs):
+    full = np.concatenate([context, tokens])
+    logits = Decoder(config).apply({"params": params}, jnp.asarray(full)[None])[0]
+    logp = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    at = np.arange(len(context) - 1, len(full) - 1)
+    np.testing.assert_array_equal(np.argmax(logp[at], axis=-1), tokens)
+    np.testing.assert_allclose(logp[at, tokens], logprobs, atol=1e-4, rtol=0)
+
+  sampler = Sampler(config, params, batch_size=3, capacity=1100, max_new_tokens=12, prefill_buckets=(8, 16))
+  assert sampler._windows[0] == 512
+  state = sampler.append(sampler.new_state(), PROMPTS)  # Row 2's 30 tokens go in two chunks.
+  contexts = [list(p) for p in PROMPTS]
+  rng = np.random.default_rng(0)
+  for turn in range(3):
+    active = [True, turn != 1, True]
+    state, result = sampler.generate(state, jax.random.PRNGKey(turn), active=active)
+    assert len(set(result.row_tokens(0).tolist())) > 2, "a degenerate model would make this test weak"
+    for b in range(3):
+      if active[b]:
+        check(np.array(contexts[b]), result.row_tokens(b), result.row_logprobs(b))
+        contexts[b] += result.row_tokens(b).tolist()
+    observations = [rng.integers(1, 97, n).tolist() for n in (260, 5, 9)]  # Row 0 passes 512 slots.
+    state = sampler.append(state, observations)
+    for b in range(3):
+      contexts[b] += observations[b]
+  assert max(len(c) for c in contexts) > 512
+
+
 def test_bfloat16_decoding_follows_the_bfloat16_forward_pass(params):
   """With bfloat16 compute (weights cast once before the loop) each token is the forward pass's choice up
   to bfloat16 rounding, with nearly its log-probability."""

@@ -15,9 +15,20 @@ SMALL = TransformerConfig(vocab_size=97, num_layers=2, d_model=32, num_heads=4, 
                           qkv_bias=True)
 
 
+SHIFTED = TransformerConfig(**{**SMALL.__dict__, "key_shift": True})
+
+
 def _init(config, length=8):
   boxed = Decoder(config).init(jax.random.PRNGKey(0), jnp.zeros((1, length), jnp.int32))["params"]
   return boxed, nn.unbox(boxed)
+
+
+def _shifted_params():
+  """SHIFTED's initial weights with a nonzero key shift (it starts at zero, which would hide it)."""
+  _, params = _init(SHIFTED)
+  attention = dict(params["layers"]["attention"])
+  attention["key_shift"] = jax.random.normal(jax.random.PRNGKey(1), attention["key_shift"].shape)
+  return {**params, "layers": {**params["layers"], "attention": attention}}
 
 
 def test_every_parameter_has_logical_axes_and_the_count_matches():
@@ -29,16 +40,37 @@ def test_every_parameter_has_logical_axes_and_the_count_matches():
   assert sum(x.size for x in jax.tree_util.tree_leaves(params)) == SMALL.num_params()
   tied = TransformerConfig(**{**SMALL.__dict__, "tie_embeddings": True})
   assert "lm_head" not in _init(tied)[1] and tied.num_params() == SMALL.num_params() - 97 * 32
+  shifted = _init(SHIFTED)[1]
+  assert shifted["layers"]["attention"]["key_shift"].shape == (2, 32)
+  assert sum(x.size for x in jax.tree_util.tree_leaves(shifted)) == SHIFTED.num_params() == SMALL.num_params() + 64
 
 
-def test_packed_rows_equal_the_examples_run_alone():
-  _, params = _init(SMALL)
+def test_key_shift_lets_keys_see_the_previous_token():
+  model = Decoder(SHIFTED)
+  tokens = jnp.array([[5, 6, 7, 8, 9, 10]])
+  _, plain = _init(SMALL)
+  zero = {**plain, "layers": {**plain["layers"], "attention": {**plain["layers"]["attention"],
+                                                                "key_shift": jnp.zeros((2, 32))}}}
+  # With a zero shift the model is the plain one.
+  unshifted = model.apply({"params": zero}, tokens)
+  np.testing.assert_allclose(unshifted, Decoder(SMALL).apply({"params": plain}, tokens), atol=1e-6)
+  # With a shift, every key but the first (which has no previous token) changes.
+  shift = jax.random.normal(jax.random.PRNGKey(1), (2, 32))
+  shifted = model.apply({"params": {**zero, "layers": {**zero["layers"], "attention": {
+      **zero["layers"]["attention"], "key_shift": shift}}}}, tokens)
+  np.testing.assert_allclose(shifted[0, 0], unshifted[0, 0], atol=1e-6)
+  assert not np.allclose(shifted[0, 1:], unshifted[0, 1:], atol=1e-3)
+
+
+@pytest.mark.parametrize("config", [SMALL, SHIFTED], ids=["plain", "key_shift"])
+def test_packed_rows_equal_the_examples_run_alone(config):
+  params = _shifted_params() if config.key_shift else _init(config)[1]
   rng = np.random.default_rng(0)
   a, b = rng.integers(0, 97, (1, 5)), rng.integers(0, 97, (1, 9))
   packed = jnp.concatenate([a, b, np.zeros((1, 2), np.int64)], axis=1)
   segments = jnp.array([[1] * 5 + [2] * 9 + [0] * 2])
   positions = jnp.array([list(range(5)) + list(range(9)) + [0, 0]])
-  model = Decoder(SMALL)
+  model = Decoder(config)
   out = model.apply({"params": params}, packed, positions, segments)
   alone_a = model.apply({"params": params}, jnp.asarray(a))
   alone_b = model.apply({"params": params}, jnp.asarray(b))
